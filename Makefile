@@ -1,0 +1,35 @@
+# One-command entry points. Each target creates .venv from pyproject.toml on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+WORKDIR ?= workdirs
+
+.PHONY: demo demo-dkt demo-fdp demo-stem test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded synthetic data.
+demo: demo-fdp
+
+demo-fdp: $(STAMP)
+	$(BIN)/python -m launch.fdp --config=launch/configs/fdp_demo.py --workdir=$(WORKDIR)/fdp_demo
+
+demo-dkt: $(STAMP)
+	$(BIN)/python -m launch.dkt --config=launch/configs/dkt_simulated5.py --workdir=$(WORKDIR)/dkt_simulated5
+
+demo-stem: $(STAMP)
+	$(BIN)/python -m launch.stem --config=launch/configs/stem_synthetic.py --workdir=$(WORKDIR)/stem_synthetic
+
+# The whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache

@@ -1,0 +1,1 @@
+"""TFDS builders (TF-free: array_record + tfds.data_source) and synthetic generators."""

@@ -1,0 +1,39 @@
+r"""Benchmarks. Each ``--model`` lives in ``launch/benchmarks/<model>.py`` and defines ``main(argv)``
+(plus its own flags).
+
+    python -m launch.benchmark --model=dkt
+    python -m launch.benchmark --model=dkt_export
+    python -m launch.benchmark --model=fdp [--reference_repo=PATH]
+    python -m launch.benchmark --model=me_pipeline
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags
+
+MODELS = ("dkt", "dkt_export", "fdp", "me_pipeline")
+
+flags.DEFINE_enum("model", None, MODELS, "Which benchmark to run.")
+
+
+def _selected(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def run() -> None:
+    name = _selected(sys.argv[1:])
+    if name not in MODELS:
+        sys.exit(f"usage: python -m launch.benchmark --model={{{','.join(MODELS)}}} [flags]")
+    module = importlib.import_module(f"launch.benchmarks.{name}")  # defines the module's flags
+    app.run(module.main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,99 @@
+"""Device mesh, distributed init and batch sharding, shared by every launcher.
+
+All launchers use one 1-D mesh with a ``data`` axis spanning every device of every
+process. Parameters are replicated; batches are split along their leading axis.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+_MULTI_PROCESS_ENV = (
+    "JAX_COORDINATOR_ADDRESS",  # explicit jax.distributed
+    "TPU_WORKER_HOSTNAMES",  # Cloud TPU pods
+    "SLURM_NTASKS",  # SLURM clusters
+    "OMPI_COMM_WORLD_SIZE",  # Open MPI
+)
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls ``jax.distributed.initialize()`` when a multi-process environment is detected.
+
+    Returns True when distributed initialisation ran. Safe to call more than once.
+    """
+    if getattr(maybe_initialize_distributed, "_done", False):
+        return True
+    wanted = False
+    for name in _MULTI_PROCESS_ENV:
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        if name == "TPU_WORKER_HOSTNAMES":
+            wanted = len(value.split(",")) > 1
+        elif name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+            wanted = int(value) > 1
+        else:
+            wanted = True
+        if wanted:
+            break
+    if not wanted:
+        return False
+    logging.info("Multi-process environment detected: calling jax.distributed.initialize().")
+    jax.distributed.initialize()
+    maybe_initialize_distributed._done = True  # type: ignore[attr-defined]
+    return True
+
+
+def make_data_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh with axis ``data`` over ``num_devices`` (default: all global devices)."""
+    devices = jax.devices()
+    if num_devices is not None and num_devices > 0:
+        if num_devices > len(devices):
+            raise ValueError(f"Asked for {num_devices} devices but only {len(devices)} are visible: {devices}")
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device (parameters, optimizer state)."""
+    return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) axis over ``data``."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def describe(mesh: Mesh) -> str:
+    """One line describing the mesh, for logs and reports."""
+    kinds = sorted({d.platform for d in mesh.devices.flat})
+    return (f"mesh {dict(mesh.shape)} on {mesh.devices.size} {'/'.join(kinds)} device(s), "
+            f"{jax.process_count()} process(es), this is process {jax.process_index()}")
+
+
+def check_global_batch(global_batch_size: int, mesh: Mesh) -> int:
+    """Returns the per-process batch size; raises a clear error if the batch does not split evenly."""
+    n = mesh.devices.size
+    if global_batch_size % n:
+        raise ValueError(
+            f"Global batch size {global_batch_size} is not divisible by the {n} devices of the mesh; "
+            f"choose a multiple of {n} (or set config.num_devices).")
+    return global_batch_size // jax.process_count()
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Turns a per-process host batch (pytree of numpy arrays) into global arrays split over ``data``."""
+    sharding = data_sharded(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places a pytree replicated on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))
