@@ -1,0 +1,256 @@
+"""FDP training with leave-one-subject-out (LOSO) evaluation.
+
+``train_and_evaluate(config, workdir)`` runs, for every subject of the protocol, a fresh
+initialisation trained on the other subjects, predicts the held-out subject with a model chosen
+*without* it (last step of a fixed schedule, or best score on a validation split of training
+subjects), pools every fold's predictions and writes results.json, report.md and PNGs.
+
+Resumable: a fold that finished has ``folds/<subject>/predictions.npz`` and is not retrained; an
+interrupted fold continues from ``folds/<subject>/checkpoints`` (train state + grain iterator).
+The step functions are compiled once (same shapes in every fold; the last eval batch is padded and
+masked) and reused across folds.
+
+``select_on_test=True`` reproduces the official code's leaky choice of each fold's best epoch on
+the test subject; the report labels such results as leaky.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from fdp_jax import metrics, report
+from launch import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
+
+try:  # the model engineer's step functions (re-exported here, used by default)
+    from fdp_jax.train_steps import create_train_state, eval_step, train_step  # noqa: F401
+except ImportError:  # pragma: no cover - only while fdp_jax.train_steps has not landed
+    create_train_state = eval_step = train_step = None
+
+Batch = Mapping[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFns:
+    """What the LOSO loop needs from the model: compiled once, reused by every fold.
+
+    init(rng) -> state placed on the mesh; train(state, batch, rng) -> (state, scalar metrics);
+    evaluate(state, batch) -> dict with 'logits' (B, C) and 'di_pred' (B, 64, 64).
+    """
+    init: Callable[[jax.Array], Any]
+    train: Callable[[Any, Batch, jax.Array], tuple[Any, Mapping[str, Any]]]
+    evaluate: Callable[[Any, Batch], Mapping[str, Any]]
+
+
+@dataclasses.dataclass
+class FoldData:
+    """One fold's data: checkpointable infinite train iterator of per-process host batches, and
+    fixed-size padded eval batches (``mask`` 0 marks padding) for the test subject and validation."""
+    train_iter: Iterator[Batch]
+    test_batches: list[Batch]
+    val_batches: list[Batch] | None
+    info: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class LosoComponents:
+    """Pluggable parts of the LOSO loop (the defaults use the project's builders, pipeline and model).
+
+    prepare_source(config, wd) -> (random-access source, dataset dict with 'subjects', 'num_classes',
+    'class_names'); make_step_fns(config, mesh, num_classes) -> StepFns;
+    make_fold_data(source, test_subject, config, dataset) -> FoldData.
+    """
+    prepare_source: Callable[[ml_collections.ConfigDict, workdir_lib.Workdir], tuple[Any, dict]]
+    make_step_fns: Callable[[ml_collections.ConfigDict, Any, int], StepFns]
+    make_fold_data: Callable[[Any, str, ml_collections.ConfigDict, dict], FoldData]
+
+
+def protocol_subjects(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    """The LOSO subjects: ``requested`` (e.g. the official 25-subject CASME II list) or all available.
+
+    A requested subject without clips is an error naming it (an empty fold cannot be scored).
+    """
+    available = sorted({str(s) for s in available})
+    if not requested:
+        return available
+    missing = [str(s) for s in requested if str(s) not in available]
+    if missing:
+        raise ValueError(f"config.data.subjects lists subjects without clips in the dataset: {missing}; "
+                         f"available: {available}")
+    return [str(s) for s in requested]
+
+
+def fold_key(seed: int, fold_index: int) -> jax.Array:
+    """The PRNG key of fold ``fold_index`` (fresh init and per-step rngs derive from it)."""
+    return jax.random.fold_in(jax.random.key(seed), fold_index)
+
+
+def predict(step_fns: StepFns, state: Any, batches: Sequence[Batch], mesh) -> dict[str, np.ndarray]:
+    """Runs ``evaluate`` over padded batches; returns unpadded 'logits' (N, C), 'predictions' (N,),
+    'labels' (N,), 'di_pred' and 'di_target' (N, H, W), gathered to the host."""
+    out: dict[str, list] = {"logits": [], "labels": [], "di_pred": [], "di_target": []}
+    for batch in batches:
+        outputs = step_fns.evaluate(state, mesh_lib.shard_batch(batch, mesh))
+        keep = np.asarray(batch["mask"]) > 0
+        out["logits"].append(np.asarray(jax.device_get(outputs["logits"]), np.float32)[keep])
+        out["di_pred"].append(np.asarray(jax.device_get(outputs["di_pred"]), np.float32).reshape(
+            len(keep), *np.shape(batch["di_target"])[1:])[keep])
+        out["labels"].append(np.asarray(batch["label"])[keep])
+        out["di_target"].append(np.asarray(batch["di_target"], np.float32)[keep])
+    result = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
+    result["labels"] = result["labels"].astype(np.int64)
+    result["predictions"] = (np.argmax(result["logits"], axis=-1).astype(np.int64) if len(result["logits"])
+                             else np.zeros((0,), np.int64))
+    return result
+
+
+def selection_mode(config: ml_collections.ConfigDict) -> str:
+    """'test' (leaky, official), 'val' (best on a validation split of training subjects) or 'last'."""
+    if config.get("select_on_test", False):
+        return "test"
+    return "val" if config.data.get("validation_subjects", 0) else "last"
+
+
+def selection_score(outputs: Mapping[str, np.ndarray], num_classes: int, metric: str) -> float:
+    """Score used to pick a fold's step (higher is better): 'accuracy' (official) or 'uf1'."""
+    if not len(outputs["labels"]):
+        return float("nan")
+    scores = metrics.classification_metrics(outputs["labels"], outputs["predictions"], num_classes)
+    return scores[metric]
+
+
+def _save_npz(path: str, **arrays) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject: str, fold_index: int,
+             data: FoldData, step_fns: StepFns, mesh, writer: metric_writers.MetricWriter,
+             on_step: Callable[[str, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Trains one fold (resuming from its checkpoints) and returns its test outputs (see ``predict``)."""
+    fold_dir = wd.path("folds", subject)
+    os.makedirs(fold_dir, exist_ok=True)
+    key = fold_key(config.seed, fold_index)
+    init_key, step_key = jax.random.split(key)
+    state = step_fns.init(init_key)
+    mode = selection_mode(config)
+    num_steps = int(config.num_steps)
+    eval_every = int(config.eval_every) if config.eval_every > 0 else int(data.info["steps_per_epoch"])
+    candidate_path = os.path.join(fold_dir, "selection_candidate.npz")
+    candidate: dict | None = None
+    start = 0
+    ckpt = checkpointing.Checkpointer(os.path.join(fold_dir, "checkpoints"), max_to_keep=2,
+                                      async_save=config.get("async_checkpointing", True))
+    try:
+        restored = ckpt.restore_latest(state, mesh=mesh, data_iter=data.train_iter)
+        if restored is not None:
+            state, start = restored.state, int(restored.meta["step"])
+            data.train_iter = restored.data_iter if restored.data_iter is not None else data.train_iter
+            logging.info("Fold %s: resumed at step %d.", subject, start)
+            if os.path.exists(candidate_path):
+                saved = dict(np.load(candidate_path))
+                if int(saved["step"]) <= start:  # ignore candidates from steps that will be re-run
+                    candidate = saved
+        bar = progress.progress(total=num_steps, initial=start, desc=f"fold {subject}", leave=False,
+                                unit="step")
+        for step in range(start, num_steps):
+            if on_step is not None:
+                on_step(subject, step)
+            batch = mesh_lib.shard_batch(next(data.train_iter), mesh)
+            state, step_metrics = step_fns.train(state, batch, jax.random.fold_in(step_key, step))
+            done = step + 1
+            if done % config.log_every == 0 or done == num_steps:
+                scalars = {k: float(v) for k, v in jax.device_get(dict(step_metrics)).items()}
+                writer.write_scalars(done, scalars, prefix=f"fold_{subject}/train")
+                bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.3f}")
+            if mode != "last" and (done % eval_every == 0 or done == num_steps):
+                select_on = data.test_batches if mode == "test" else data.val_batches
+                score = selection_score(predict(step_fns, state, select_on, mesh), data.info["num_classes"],
+                                        config.selection_metric)
+                writer.write_scalars(done, {"score": score}, prefix=f"fold_{subject}/select")
+                if candidate is None or score > float(candidate["score"]):
+                    test = predict(step_fns, state, data.test_batches, mesh)
+                    candidate = {"step": np.int64(done), "score": np.float64(score), **test}
+                    _save_npz(candidate_path, **candidate)
+            if done % config.checkpoint_every == 0 and done < num_steps:
+                ckpt.save(done, state, data_iter=data.train_iter, meta={"step": done, "subject": subject})
+            bar.update(1)
+        bar.close()
+    finally:
+        ckpt.close()
+    if mode == "last":
+        outputs = predict(step_fns, state, data.test_batches, mesh)
+        outputs["step"] = np.int64(num_steps)
+    else:
+        outputs = {k: v for k, v in candidate.items() if k != "score"}
+    return outputs
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       components: "LosoComponents | None" = None,
+                       on_step: Callable[[str, int], None] | None = None) -> dict:
+    """Runs the whole LOSO protocol of ``config`` in ``workdir`` and returns the results dict.
+
+    ``components`` default to the project's data (TFDS builders + ``fdp_jax.input_pipeline``) and
+    model (``fdp_jax.train_steps``); tests may pass stand-ins. ``on_step(subject, step)`` is called
+    before every train step (e.g. to interrupt a run in a test).
+    """
+    components = components or default_components()
+    started = time.time()
+    mesh_lib.maybe_initialize_distributed()
+    wd = workdir_lib.Workdir(os.path.abspath(workdir)).make()
+    workdir_lib.write_config(wd, config)
+    mesh = mesh_lib.make_data_mesh(config.get("num_devices") or None)
+    logging.info("%s", mesh_lib.describe(mesh))
+    mesh_lib.check_global_batch(config.batch_size, mesh)
+    source, dataset = components.prepare_source(config, wd)
+    subjects = protocol_subjects(dataset["subjects"], config.data.get("subjects") or None)
+    num_classes = dataset["num_classes"]
+    step_fns = components.make_step_fns(config, mesh, num_classes)
+    writer = metric_writers.MetricWriter(wd.root)
+    folds = []
+    try:
+        for fold_index, subject in enumerate(progress.progress(subjects, desc="LOSO folds", unit="fold")):
+            pred_path = wd.path("folds", subject, "predictions.npz")
+            if os.path.exists(pred_path):
+                outputs = dict(np.load(pred_path))
+                logging.info("Fold %s already finished: keeping its predictions.", subject)
+            else:
+                data = components.make_fold_data(source, subject, config, dataset)
+                fold_started = time.time()
+                outputs = run_fold(config, wd, subject, fold_index, data, step_fns, mesh, writer, on_step)
+                outputs["wall_time_s"] = np.float64(time.time() - fold_started)
+                _save_npz(pred_path, **outputs)
+                fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]
+                writer.write_scalars(fold_index, {k: v for k, v in fold_scores.items() if k != "subject"},
+                                     prefix=f"fold_{subject}/test")
+            folds.append({"subject": subject, "selected_step": int(outputs["step"]), **outputs})
+    finally:
+        writer.close()
+    pooled = metrics.pooled_results(folds, num_classes)
+    records = metric_writers.read_jsonl(wd.path("metrics.jsonl")) if os.path.exists(wd.path("metrics.jsonl")) else []
+    plots = report.write_plots(wd, pooled, dataset["class_names"], folds, records)
+    mode = selection_mode(config)
+    results = {
+        "dataset": config.data.name,
+        "class_names": list(dataset["class_names"]),
+        "subjects": list(subjects),
+        "select_on_test": mode == "test",
+        "selection": {"last": f"last step of a fixed {config.num_steps}-step schedule",
+                      "val": f"best {config.selection_metric} on {config.data.validation_subjects} validation "
+                             "subjects drawn from the training subjects",
+                      "test": f"best {config.selection_metric} on the TEST subject (leaky, official code)"}[mode],
+        "pooled": {k: v for k, v in pooled.items()},
+        "mesh": mesh_lib.describe(mesh),
+        "wall_time_s": time.time() - started,
+        "config": config.to_dict(),
+        "plots": plots,
+    }
+    return report.write_results(wd, results)
