@@ -128,6 +128,8 @@ def generate(out_dir: str, *, num_students: int = 4000, num_train: int = 2000, n
     correct = (uniforms < p_true).astype(np.int32)
     p_bayes = bayes_filter(correct, beta, concepts, num_concepts, guess=guess, gain_low=gain_low,
                            gain_high=gain_high, alpha_grid_size=alpha_grid_size, gain_grid_size=gain_grid_size)
+    # stored (and scored) as float32, as the builder serves them
+    p_true, p_bayes = p_true.astype(np.float32), p_bayes.astype(np.float32)
 
     os.makedirs(out_dir, exist_ok=True)
     stem = file_stem(num_concepts, num_exercises, num_students)
@@ -151,9 +153,8 @@ def generate(out_dir: str, *, num_students: int = 4000, num_train: int = 2000, n
         "marginal_auc": next_step_auc(correct[test], marginal),
     }
     np.savez_compressed(
-        os.path.join(out_dir, GROUND_TRUTH_FILE), p_true=p_true.astype(np.float32),
-        p_bayes=p_bayes.astype(np.float32), correct=correct, skills=skill_ids.astype(np.int32),
-        alpha=alpha, beta=beta, concepts=concepts, gains=gains, num_train=np.int64(num_train),
+        os.path.join(out_dir, GROUND_TRUTH_FILE), p_true=p_true, p_bayes=p_bayes, correct=correct,
+        skills=skill_ids.astype(np.int32), alpha=alpha, beta=beta, concepts=concepts, gains=gains, num_train=np.int64(num_train),
         guess=np.float64(guess), gain_range=np.array([gain_low, gain_high]))
     with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
