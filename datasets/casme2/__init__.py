@@ -1,0 +1,1 @@
+"""CASME II (Yan et al., PLOS ONE 2014) TFDS builder (manual download)."""
