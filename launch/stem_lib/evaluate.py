@@ -1,0 +1,140 @@
+"""The competition scorer and nested cross-validation for the STEM classifiers.
+
+Score = AUC + (1 - RMSE) of ``predict_proba[:, 1]`` against isSTEM (dkt_spec.md §5.5). Model selection
+(RFECV + GridSearchCV, inner ``StratifiedKFold``) runs on the outer training fold only; the outer
+``StratifiedKFold(5)`` test fold is touched once, by the refitted best pipeline's ``predict_proba``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import joblib
+import numpy as np
+from sklearn.base import clone
+from sklearn.dummy import DummyClassifier
+from sklearn.metrics import average_precision_score, make_scorer, mean_squared_error, roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+
+def rmse(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Root mean squared error of probabilities ``proba`` (N,) against 0/1 labels ``y_true`` (N,)."""
+    return float(np.sqrt(mean_squared_error(y_true, proba)))
+
+
+def stem_score(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The ASSISTments 2017 competition metric AUC + (1 - RMSE); ``proba`` (N,) is P(isSTEM=1)."""
+    return float(roc_auc_score(y_true, proba)) + 1.0 - rmse(y_true, proba)
+
+
+def make_stem_scorer() -> Any:
+    """An sklearn scorer computing ``stem_score`` on ``predict_proba`` (positive-class column)."""
+    return make_scorer(stem_score, response_method="predict_proba")
+
+
+def proba_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """AUC, RMSE, score = AUC + (1 - RMSE) and AP of probabilities ``proba`` (N,) for labels (N,)."""
+    auc = float(roc_auc_score(y_true, proba))
+    err = rmse(y_true, proba)
+    return {"auc": auc, "rmse": err, "score": auc + 1.0 - err,
+            "ap": float(average_precision_score(y_true, proba))}
+
+
+def outer_splits(y: np.ndarray, num_folds: int, seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer evaluation folds: ``StratifiedKFold(num_folds)`` (shuffled when ``seed`` is not None)."""
+    cv = StratifiedKFold(num_folds, shuffle=seed is not None, random_state=seed)
+    return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y)]
+
+
+@dataclasses.dataclass
+class FoldResult:
+    """One outer fold: test indices, test probabilities, metrics and what selection chose."""
+    fold: int
+    test_index: np.ndarray
+    proba: np.ndarray
+    metrics: dict[str, float]
+    best_params: dict[str, Any]
+    num_features: int | None
+    inner_best_score: float | None
+
+
+def _selected_features(estimator: Any) -> int | None:
+    steps = getattr(estimator, "named_steps", {})
+    select = steps.get("select") if steps else None
+    return int(select.n_features_) if select is not None and hasattr(select, "n_features_") else None
+
+
+def fit_outer_fold(pipeline: Any, grid: dict[str, list[Any]] | None, X: np.ndarray, y: np.ndarray,
+                   train_index: np.ndarray, test_index: np.ndarray, *, inner_cv: Any, scorer: Any,
+                   fold: int = 0) -> FoldResult:
+    """Selects on ``X[train_index]`` only (GridSearchCV with ``inner_cv``), then scores ``X[test_index]``.
+
+    X: (N, F) features, y: (N,) 0/1 labels. ``grid=None`` fits ``pipeline`` as is (no search).
+    """
+    X_train, y_train = X[train_index], y[train_index]
+    if grid:
+        search = GridSearchCV(clone(pipeline), grid, scoring=scorer, cv=inner_cv, refit=True, n_jobs=1,
+                              error_score="raise")
+        search.fit(X_train, y_train)
+        best, best_params, inner = search.best_estimator_, search.best_params_, float(search.best_score_)
+    else:
+        best, best_params, inner = clone(pipeline).fit(X_train, y_train), {}, None
+    proba = best.predict_proba(X[test_index])[:, 1]
+    return FoldResult(fold=fold, test_index=np.asarray(test_index), proba=proba,
+                      metrics=proba_metrics(y[test_index], proba), best_params=best_params,
+                      num_features=_selected_features(best), inner_best_score=inner)
+
+
+def inner_cv(num_folds: int, seed: int) -> StratifiedKFold:
+    """The inner (selection) folds."""
+    return StratifiedKFold(num_folds, shuffle=True, random_state=seed)
+
+
+def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np.ndarray, *, outer_folds: int,
+                    inner_folds: int, seed: int, n_jobs: int = 1,
+                    desc: str = "nested CV") -> Iterator[tuple[str, FoldResult]]:
+    """Runs every (cell, outer fold) task in parallel and yields ``(cell_name, FoldResult)`` as they finish.
+
+    cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer folds.
+    """
+    from launch.progress import progress
+
+    splits = outer_splits(y, outer_folds, seed)
+    scorer = make_stem_scorer()
+    tasks = [(name, k, pipe, grid, X, tr, te) for name, (pipe, grid, X) in cells.items()
+             for k, (tr, te) in enumerate(splits)]
+    run = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    jobs = (joblib.delayed(_task)(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k)
+            for name, k, pipe, grid, X, tr, te in tasks)
+    for name, result in progress(run(jobs), total=len(tasks), desc=desc, unit="fold"):
+        yield name, result
+
+
+def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k):
+    return name, fit_outer_fold(pipe, grid, X, y, tr, te, inner_cv=inner_cv(inner_folds, seed + 1 + k),
+                                scorer=scorer, fold=k)
+
+
+def prior_baseline() -> DummyClassifier:
+    """The constant-prior classifier (predicts the training prevalence for everyone)."""
+    return DummyClassifier(strategy="prior")
+
+
+def summarize(folds: list[FoldResult]) -> dict[str, float]:
+    """mean and 2*std (population std, as numpy) of each metric over the outer folds."""
+    out: dict[str, float] = {}
+    for key in ("auc", "rmse", "score", "ap"):
+        values = np.array([f.metrics[key] for f in folds])
+        out[f"{key}_mean"] = float(values.mean())
+        out[f"{key}_2std"] = float(2 * values.std())
+    features = [f.num_features for f in folds if f.num_features is not None]
+    out["num_features_median"] = float(np.median(features)) if features else float("nan")
+    return out
+
+
+def out_of_fold_proba(folds: list[FoldResult], num_samples: int) -> np.ndarray:
+    """Pools the outer test-fold probabilities into one (N,) vector."""
+    proba = np.full(num_samples, np.nan)
+    for f in folds:
+        proba[f.test_index] = f.proba
+    return proba
