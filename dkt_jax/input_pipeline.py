@@ -1,0 +1,189 @@
+"""Knowledge-tracing input pipeline: random-access source -> validated sequences -> chunks -> grain batches.
+
+Any random-access source works (``len`` + ``__getitem__`` returning a dict): a list of dicts in tests, a
+``tfds`` ArrayRecord data source in production. Only ``skills`` (int, 0-based) and ``correct`` (0/1)
+are used; other features (``student_id``, ``p_true``, ...) are kept in ``Sequences.extras`` when asked.
+
+Training batches follow pyKT: each sequence is cut into consecutive non-overlapping chunks of ``max_len``
+steps, a remainder shorter than ``min_len`` (3) is dropped, chunks are padded (skills -1, correct 0) and
+carry their ``length``. The grain pipeline (shuffle per epoch -> shard per process -> batch) is
+deterministic given the seed and checkpointable through its iterator state.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from datasets.registry import DatasetError
+from launch.progress import progress
+
+
+@dataclasses.dataclass
+class Sequences:
+    """Validated variable-length sequences. ``skills[i]``/``correct[i]`` are int32 arrays (T_i,)."""
+
+    skills: list[np.ndarray]
+    correct: list[np.ndarray]
+    ids: list[str]
+    extras: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.skills)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(s) for s in self.skills], np.int64)
+
+    def subset(self, indices: Sequence[int]) -> "Sequences":
+        idx = [int(i) for i in indices]
+        return Sequences([self.skills[i] for i in idx], [self.correct[i] for i in idx],
+                         [self.ids[i] for i in idx], {k: [v[i] for i in idx] for k, v in self.extras.items()})
+
+
+def _decode_id(value: Any, index: int) -> str:
+    if value is None:
+        return f"#{index}"
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_sequences(source: Any, *, num_skills: int | None = None, name: str = "source",
+                   extra_features: Sequence[str] = (), show_progress: bool = True) -> Sequences:
+    """Reads and validates every example of a random-access ``source``.
+
+    Raises ``DatasetError`` naming the source, example index and student id for: missing features,
+    length mismatch, correctness not in {0, 1}, skill ids out of [0, num_skills).
+    """
+    n = len(source)
+    it = progress(range(n), total=n, desc=f"reading {name}") if show_progress and n > 5000 else range(n)
+    skills, correct, ids = [], [], []
+    extras: dict[str, list[np.ndarray]] = {k: [] for k in extra_features}
+    for i in it:
+        ex = source[i]
+        sid = _decode_id(ex.get("student_id") if hasattr(ex, "get") else None, i)
+        where = f"{name}[{i}] (student_id {sid})"
+        try:
+            q = np.asarray(ex["skills"]).astype(np.int64).reshape(-1)
+            a = np.asarray(ex["correct"]).astype(np.int64).reshape(-1)
+        except KeyError as e:
+            raise DatasetError(f"{where}: missing feature {e.args[0]!r}; need 'skills' and 'correct'.") from None
+        if q.shape != a.shape:
+            raise DatasetError(f"{where}: 'skills' has {q.size} steps but 'correct' has {a.size}.")
+        if a.size and not np.isin(a, (0, 1)).all():
+            bad = int(np.flatnonzero(~np.isin(a, (0, 1)))[0])
+            raise DatasetError(f"{where}: 'correct' must be 0/1, got {a[bad]} at step {bad}.")
+        if q.size and q.min() < 0:
+            raise DatasetError(f"{where}: negative skill id {q.min()} (skills must be 0-based).")
+        if num_skills is not None and q.size and q.max() >= num_skills:
+            raise DatasetError(f"{where}: skill id {q.max()} >= num_skills={num_skills}.")
+        skills.append(q.astype(np.int32))
+        correct.append(a.astype(np.int32))
+        ids.append(sid)
+        for k in extra_features:
+            if k not in ex:
+                raise DatasetError(f"{where}: missing feature {k!r}.")
+            extras[k].append(np.asarray(ex[k]))
+    return Sequences(skills, correct, ids, extras)
+
+
+def split_train_validation(seqs: Sequences, val_fraction: float, seed: int) -> tuple[Sequences, Sequences]:
+    """Carves a validation split from the training students (by student, seeded permutation)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(len(seqs))
+    n_val = int(round(val_fraction * len(seqs)))
+    if val_fraction > 0 and n_val == 0 and len(seqs) > 1:
+        n_val = 1
+    return seqs.subset(np.sort(perm[n_val:])), seqs.subset(np.sort(perm[:n_val]))
+
+
+@dataclasses.dataclass
+class ChunkTable:
+    """Padded fixed-length chunks (a grain random-access source). Arrays (N, max_len), lengths (N,)."""
+
+    skills: np.ndarray
+    correct: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {"skills": self.skills[i], "correct": self.correct[i], "lengths": self.lengths[i]}
+
+
+def make_chunks(seqs: Sequences, max_len: int, min_len: int = 3) -> ChunkTable:
+    """pyKT ``generate_sequences``: non-overlapping ``max_len`` chunks, remainder < ``min_len`` dropped."""
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2, got {max_len}")
+    starts = []
+    for i, q in enumerate(seqs.skills):
+        for s in range(0, len(q), max_len):
+            if len(q) - s >= min_len:
+                starts.append((i, s))
+    n = len(starts)
+    skills = np.full((n, max_len), -1, np.int32)
+    correct = np.zeros((n, max_len), np.int32)
+    lengths = np.zeros((n,), np.int32)
+    for j, (i, s) in enumerate(starts):
+        q = seqs.skills[i][s:s + max_len]
+        skills[j, :len(q)] = q
+        correct[j, :len(q)] = seqs.correct[i][s:s + max_len]
+        lengths[j] = len(q)
+    return ChunkTable(skills, correct, lengths)
+
+
+def train_dataset(chunks: ChunkTable, global_batch_size: int, seed: int) -> tuple[grain.MapDataset, int]:
+    """An endless, per-epoch reshuffled, per-process sharded, batched grain dataset.
+
+    Returns ``(dataset, steps_per_epoch)``; each element is a dict of (local_batch, ...) numpy arrays.
+    """
+    pcount, pindex = jax.process_count(), jax.process_index()
+    if global_batch_size % pcount:
+        raise ValueError(f"batch_size {global_batch_size} not divisible by {pcount} processes")
+    local_batch = global_batch_size // pcount
+    steps_per_epoch = len(chunks) // global_batch_size
+    if steps_per_epoch == 0:
+        raise DatasetError(f"Only {len(chunks)} training chunks for batch_size {global_batch_size}: "
+                           "lower config.batch_size.")
+    ds = grain.MapDataset.source(chunks).shuffle(seed=seed)
+    if pcount > 1:
+        ds = ds[pindex::pcount]
+    ds = ds.batch(local_batch, drop_remainder=True).repeat(None)
+    return ds, steps_per_epoch
+
+
+def pad_length(length: int, multiple: int) -> int:
+    """Rounds ``length`` up to a multiple of ``multiple`` (bucketing keeps the number of compiles small)."""
+    return max(multiple, -(-length // multiple) * multiple)
+
+
+def eval_batches(seqs: Sequences, batch_size: int, length_multiple: int,
+                 extra_features: Sequence[str] = ()) -> Iterator[dict[str, np.ndarray]]:
+    """Full-length evaluation batches, sorted by length, padded to a multiple of ``length_multiple``.
+
+    Every batch has exactly ``batch_size`` rows (filler rows have length 0) and ``index`` (B,) giving
+    the row in ``seqs`` (-1 for fillers).
+    """
+    order = np.argsort(-seqs.lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        t = pad_length(int(seqs.lengths[rows].max()) if len(rows) else 1, length_multiple)
+        batch = {"skills": np.full((batch_size, t), -1, np.int32),
+                 "correct": np.zeros((batch_size, t), np.int32),
+                 "lengths": np.zeros((batch_size,), np.int32),
+                 "index": np.full((batch_size,), -1, np.int64)}
+        for k in extra_features:
+            batch[k] = np.zeros((batch_size, t), np.float32)
+        for j, r in enumerate(rows):
+            n = len(seqs.skills[r])
+            batch["skills"][j, :n] = seqs.skills[r]
+            batch["correct"][j, :n] = seqs.correct[r]
+            batch["lengths"][j] = n
+            batch["index"][j] = r
+            for k in extra_features:
+                batch[k][j, :n] = seqs.extras[k][r]
+        yield batch

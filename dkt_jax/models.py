@@ -1,0 +1,181 @@
+"""Flax Linen DKT (Piech et al. 2015) as used by DKT+ (Yeung & Yeung 2018).
+
+Interaction ``(q_t, a_t)`` -> input index ``q_t + M * a_t`` (the ``onehot`` encoding of size 2M, or a
+learned ``embedding`` of that index) -> LSTM(H) -> dropout -> Dense(M) -> sigmoid. The output at step
+``t`` is the predicted probability of answering each skill correctly at step ``t + 1``.
+
+Two interchangeable LSTM implementations, selected by ``lstm_impl``:
+
+* ``'hoisted'`` (default, fast): the input projection is taken out of the recurrence. For the one-hot
+  encoding ``onehot(q + M a) @ W_i`` is a row gather of ``W_i``; for the embedding encoding it is a
+  gather of the (2M, 4H) table ``E @ W_i``. The scanned cell (``HoistedLSTMCell`` under ``nn.RNN``) then
+  does only ``h @ W_h`` per step, and the readout is one matmul over all steps.
+* ``'flax'``: the textbook ``nn.RNN(nn.OptimizedLSTMCell(H))`` fed with one-hot / embedded inputs.
+
+Both compute the same function (``tests/test_dkt_model.py`` converts parameters and checks it).
+Padding is handled with ``seq_lengths``: the carry stops at each sequence's last valid step, so
+``carry`` can be passed in and returned to process long sequences in chunks exactly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
+
+GATES = ("i", "f", "g", "o")
+
+
+def input_index(skills: jax.Array, correct: jax.Array, num_skills: int) -> jax.Array:
+    """Index ``q + M * a`` of the 2M one-hot encoding; (B, T) int32. Padding (q < 0) maps to 0."""
+    skills = jnp.maximum(skills, 0)
+    correct = jnp.clip(correct, 0, 1)
+    return (skills + num_skills * correct).astype(jnp.int32)
+
+
+def zero_carry(batch_size: int, hidden_size: int, dtype: Any = jnp.float32) -> Carry:
+    """The initial LSTM state ``(c, h)``, zeros of shape (B, H)."""
+    z = jnp.zeros((batch_size, hidden_size), dtype)
+    return (z, z)
+
+
+class HoistedLSTMCell(nn.RNNCellBase):
+    """LSTM cell whose inputs are precomputed gate pre-activations ``x_t W_i`` of shape (..., 4H).
+
+    Gate order (i, f, g, o) as in ``nn.OptimizedLSTMCell``; same initialisers (orthogonal recurrent
+    kernel, zero bias).
+    """
+
+    features: int
+    recurrent_kernel_init: Any = nn.initializers.orthogonal()
+    bias_init: Any = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, carry: Carry, gate_inputs: jax.Array) -> tuple[Carry, jax.Array]:
+        c, h = carry
+        hdim = self.features
+        # Orthogonal init per gate block, like the four separate kernels of OptimizedLSTMCell.
+        kernel = self.param(
+            "recurrent_kernel",
+            lambda key, shape: jnp.concatenate(
+                [self.recurrent_kernel_init(k, (hdim, hdim)) for k in jax.random.split(key, 4)], -1),
+            (hdim, 4 * hdim))
+        bias = self.param("bias", self.bias_init, (4 * hdim,))
+        z = gate_inputs + h @ kernel + bias
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+        new_h = nn.sigmoid(o) * jnp.tanh(new_c)
+        return (new_c, new_h), new_h
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> Carry:
+        z = jnp.zeros(tuple(input_shape[:-1]) + (self.features,), jnp.float32)
+        return (z, z)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class DKT(nn.Module):
+    """Deep Knowledge Tracing.
+
+    Attributes:
+      num_skills: M, number of skills (KCs).
+      hidden_size: H, LSTM width (200 in the papers).
+      encoding: ``'onehot'`` (index q + M a, size 2M) or ``'embedding'`` (learned, ``embedding_dim``).
+      embedding_dim: size of the learned input embedding (``encoding='embedding'`` only).
+      dropout_rate: dropout on the LSTM outputs (1 - keep_prob of the reference).
+      lstm_impl: ``'hoisted'`` (fast) or ``'flax'`` (``nn.OptimizedLSTMCell`` with inputs in the scan).
+      unroll: scan unroll factor.
+    """
+
+    num_skills: int
+    hidden_size: int = 200
+    encoding: str = "onehot"
+    embedding_dim: int = 200
+    dropout_rate: float = 0.0
+    lstm_impl: str = "hoisted"
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
+                 carry: Carry | None = None, *, train: bool = False) -> tuple[Carry, jax.Array]:
+        """Runs the model.
+
+        Args:
+          skills: (B, T) int skill ids in [0, M); padded positions may hold anything (e.g. -1).
+          correct: (B, T) int 0/1.
+          lengths: (B,) number of valid steps per row (0 allowed: the carry passes through).
+          carry: optional initial ``(c, h)``, each (B, H); zeros when None.
+          train: enables dropout (needs a ``'dropout'`` rng).
+
+        Returns:
+          ``(final_carry, logits)``: carry after each row's last valid step, logits (B, T, M) whose
+          sigmoid is the next-step P(correct) per skill. Logits at padded steps are meaningless.
+        """
+        m, hdim = self.num_skills, self.hidden_size
+        if self.encoding not in ("onehot", "embedding"):
+            raise ValueError(f"model.encoding must be 'onehot' or 'embedding', got {self.encoding!r}")
+        if self.lstm_impl not in ("hoisted", "flax"):
+            raise ValueError(f"model.lstm_impl must be 'hoisted' or 'flax', got {self.lstm_impl!r}")
+        idx = input_index(skills, correct, m)
+        batch = skills.shape[0]
+        if carry is None:
+            carry = zero_carry(batch, hdim)
+        lengths = jnp.asarray(lengths, jnp.int32)
+
+        if self.lstm_impl == "hoisted":
+            if self.encoding == "onehot":
+                table = self.param("input_kernel", nn.initializers.lecun_normal(), (2 * m, 4 * hdim))
+            else:
+                emb = nn.Embed(2 * m, self.embedding_dim, name="embedding").embedding
+                w_i = self.param("input_kernel", nn.initializers.lecun_normal(),
+                                 (self.embedding_dim, 4 * hdim))
+                table = emb @ w_i  # (2M, 4H)
+            gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
+            rnn = nn.RNN(HoistedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
+            carry, hs = rnn(gate_inputs, initial_carry=carry, seq_lengths=lengths, return_carry=True)
+        else:
+            if self.encoding == "onehot":
+                x = jax.nn.one_hot(idx, 2 * m, dtype=jnp.float32)
+            else:
+                x = nn.Embed(2 * m, self.embedding_dim, name="embedding")(idx)
+            rnn = nn.RNN(nn.OptimizedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
+            carry, hs = rnn(x, initial_carry=carry, seq_lengths=lengths, return_carry=True)
+
+        hs = nn.Dropout(self.dropout_rate, deterministic=not train)(hs)
+        logits = nn.Dense(m, name="output")(hs)  # one matmul over all (B, T) steps
+        return carry, logits
+
+
+def flax_to_hoisted(params: dict) -> dict:
+    """Converts ``lstm_impl='flax'`` parameters to the ``'hoisted'`` layout (same function)."""
+    cell = params["lstm"]
+    out = {k: v for k, v in params.items() if k != "lstm"}
+    out["input_kernel"] = jnp.concatenate([cell[f"i{g}"]["kernel"] for g in GATES], -1)
+    out["lstm"] = {
+        "recurrent_kernel": jnp.concatenate([cell[f"h{g}"]["kernel"] for g in GATES], -1),
+        "bias": jnp.concatenate([cell[f"h{g}"]["bias"] for g in GATES], -1)}
+    return out
+
+
+def architecture_from_params(params: dict) -> dict:
+    """Infers the model fields (num_skills, hidden_size, encoding, embedding_dim, lstm_impl)."""
+    params = params.get("params", params)
+    try:
+        hdim, m = params["output"]["kernel"].shape
+        cell = params["lstm"]
+    except (KeyError, AttributeError, TypeError) as e:
+        raise ValueError("Not a DKT parameter tree: expected keys 'output/kernel' and 'lstm'.") from e
+    arch = {"num_skills": int(m), "hidden_size": int(hdim),
+            "lstm_impl": "hoisted" if "recurrent_kernel" in cell else "flax"}
+    if "embedding" in params:
+        arch["encoding"] = "embedding"
+        arch["embedding_dim"] = int(params["embedding"]["embedding"].shape[1])
+    else:
+        arch["encoding"] = "onehot"
+    return arch

@@ -1,0 +1,39 @@
+r"""Train and evaluate DKT / DKT+.
+
+    python -m launch.dkt --config=launch/configs/dkt_simulated5.py --workdir=workdirs/dkt_simulated5 \
+        [--config.loss.lambda_w2=3.0 ...]
+
+The workdir receives checkpoints/ (resumed on re-run), metrics.jsonl + tensorboard/, results.json,
+report.md (AUC(N), AUC(C), w1, w2, m1, m2 [+ oracle and Bayes-optimal AUC on simulated5]),
+best_params.msgpack and plots/{knowledge_state,training}.png.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; re-running resumes).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from datasets.registry import DatasetError
+    from dkt_jax import train
+
+    logging.set_verbosity(logging.INFO)
+    try:
+        results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (DatasetError, FileNotFoundError) as e:
+        sys.exit(f"launch.dkt: error: {e}")
+    print(train.results_table(results))
+    print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; outputs in {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
