@@ -1,0 +1,70 @@
+"""Top-level FDP model: frame encoder -> rank scorer / temporal pooling / MER head + SegNet dynamic image.
+
+    clips (B, T, H, W, C_in) --fold--> (B*T, H, W, C_in) --FrameEncoder--> (B, T, F), F = H*W
+      --features_to_volume--> (B, H, W, T) --MERHead--> logits (B, num_classes), feat (B, H, W, 8)
+      feat --SegNet--> (B, H, W, 1) --sigmoid--> dynamic image (B, H, W)
+
+Submodules are named like the official PyTorch attributes (``frame_rep``, ``mer``, ``dyimg_net``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fdp_jax.configs import ModelSpec, model_spec
+from fdp_jax.decoder import SegNet
+from fdp_jax.encoder import FrameEncoder
+from fdp_jax.rank_pooling import MERHead, features_to_volume
+
+
+class FDP(nn.Module):
+    """FDP. ``__call__(clips, train)`` -> (logits (B, num_classes) f32, di_logits (B, H, W) f32).
+
+    ``train`` switches BN batch statistics and DropPath/Dropout (rng streams ``'droppath'``, ``'dropout'``).
+    With ``spec.per_frame_encoder`` and ``train=True`` the encoder runs once per frame (T calls with
+    batch B, shared weights, BN statistics per frame), as the official loop does; otherwise the B*T
+    frames go through one call (identical in eval mode).
+    """
+    spec: ModelSpec
+
+    def setup(self):
+        self.frame_rep = FrameEncoder(self.spec)
+        self.mer = MERHead(self.spec)
+        self.dyimg_net = SegNet(self.spec, 1)
+
+    def encode(self, clips: jax.Array, train: bool = False) -> jax.Array:
+        """(B, T, H, W, C) -> per-frame features (B, T, F) float32."""
+        b, t = clips.shape[:2]
+        if self.spec.per_frame_encoder and train:
+            feats = [self.frame_rep(clips[:, i], train) for i in range(t)]
+            return jnp.stack(feats, axis=1).astype(jnp.float32)
+        feats = self.frame_rep(clips.reshape((b * t,) + clips.shape[2:]), train)
+        return feats.reshape(b, t, -1).astype(jnp.float32)
+
+    def __call__(self, clips: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        spec = self.spec
+        if clips.ndim == 4:  # (B, T, H, W) -> add the channel axis
+            clips = clips[..., None]
+        expected = (spec.num_frames, spec.image_size, spec.image_size, spec.in_channels)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != expected:
+            raise ValueError(f"FDP expects clips of shape (B, {', '.join(map(str, expected))}), got {clips.shape}")
+        feats = self.encode(clips, train)
+        self.sow("intermediates", "frame_feats", feats)
+        volume = features_to_volume(feats, spec.temporal_layout)
+        logits, feat = self.mer(volume, train)
+        self.sow("intermediates", "feat", feat)
+        di_logits = self.dyimg_net(feat, train)[..., 0].astype(jnp.float32)
+        return logits, di_logits
+
+
+def build_model(config: Any, **overrides: Any) -> FDP:
+    """FDP module from a model ConfigDict / dict / ModelSpec (``overrides`` replace spec fields)."""
+    return FDP(model_spec(config, **overrides))
+
+
+def dummy_clips(spec: ModelSpec, batch_size: int = 1) -> jax.Array:
+    return jnp.zeros((batch_size, spec.num_frames, spec.image_size, spec.image_size, spec.in_channels),
+                     jnp.float32)
