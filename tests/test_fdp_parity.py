@@ -78,6 +78,7 @@ def assert_close(got, want, name, rel=1e-4, atol=1e-4):
     scale = float(np.max(np.abs(want)))
     err = float(np.max(np.abs(got - want)))
     tol = max(atol, rel * scale)
+    print(f"PARITY {name}: max abs err {err:.3g}, rel {err / max(scale, 1e-30):.3g}, tol {tol:.3g}")
     assert err <= tol, f"{name}: max abs err {err:.3g} > tol {tol:.3g} (scale {scale:.3g})"
 
 
