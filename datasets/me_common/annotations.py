@@ -251,6 +251,21 @@ def _casme_sq_subject_map(path: str, report: BuildReport) -> dict[int, int]:
     return mapping or dict(CASME_SQ_SUBJECT_FOLDERS)
 
 
+def _casme_sq_video_codes(path: str, report: BuildReport) -> dict[str, str]:
+    """``naming rule2``: stimulus name (e.g. ``anger1``) -> 4-digit video code (``0401``, read as text)."""
+    try:
+        sheet = read_sheet(path, sheet=["naming rule2"], header=None, dtype=str)
+    except DatasetError:
+        report.note("naming_rule2_missing", file=os.path.basename(path))
+        return {}
+    codes = {}
+    for i in range(len(sheet)):
+        code, stimulus = cell_text(sheet.iat[i, 0]), cell_text(sheet.iat[i, 1]) if sheet.shape[1] > 1 else ""
+        if code.isdigit() and stimulus:
+            codes[stimulus.lower()] = code.zfill(4)
+    return codes
+
+
 def parse_casme_sq(path: str, report: BuildReport) -> list[ClipAnnotation]:
     """``CAS(ME)^2code_final[(Updated)].xlsx`` sheet 0: no header, 9 positional columns
     (subject idx, clip, onset, apex, offset, AUs, emotion category, expression type, self-report).
@@ -261,6 +276,7 @@ def parse_casme_sq(path: str, report: BuildReport) -> list[ClipAnnotation]:
         raise DatasetError(f"{path}: sheet 0 has {raw.shape[1]} columns, expected 9 positional columns "
                            "(subject, clip, onset, apex, offset, AUs, emotion, type, self-report)")
     folders = _casme_sq_subject_map(path, report)
+    video_codes = _casme_sq_video_codes(path, report)
     out = []
     for i in range(len(raw)):
         excel_row = i + 1
@@ -293,7 +309,8 @@ def parse_casme_sq(path: str, report: BuildReport) -> list[ClipAnnotation]:
         ann = ClipAnnotation(key=key, subject=f"s{folders[idx]:02d}", clip=clip, onset=onset,
                              apex=-1 if apex is None else apex, offset=offset, emotion=normalise_label(cells[6]),
                              aus=cell_text(cells[5]), source=name, row=excel_row,
-                             extra={"subject_index": idx, "folder_number": folders[idx], "self_report": self_report})
+                             extra={"subject_index": idx, "folder_number": folders[idx], "self_report": self_report,
+                                    "video_code": video_codes.get(re.sub(r"_\d+$", "", clip).lower())})
         out.append(repair_frames(ann, report))
     return out
 

@@ -221,6 +221,9 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             report.skip("no_frames", folder=clip_dir, **where)
             raise _SkipClip
         last = max(fmap)
+        digits = frames_lib.frame_digits(fmap[last])
+        if digits != len(str(last)):  # zero-padded names (SAMM: 4 or 5 digits, CAS(ME)^2 rawpic: img001)
+            report.note(f"frame_names_padded_to_{digits}_digits")
         if ann.clip_offset is None:  # offset 0: apex + (apex - onset), at most the last frame on disk
             end = ann.apex + (ann.apex - ann.clip_onset) if ann.apex > ann.clip_onset else last
             end = min(max(end, ann.clip_onset), last)

@@ -28,6 +28,12 @@ def frame_number(filename: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def frame_digits(filename: str) -> int:
+    """Number of digits of the frame number in a file name (``006_05562.jpg`` -> 5)."""
+    match = _LAST_INT.search(os.path.splitext(os.path.basename(filename))[0])
+    return len(match.group(1)) if match else 0
+
+
 def frame_map(clip_dir: str) -> dict[int, str]:
     """{absolute frame number: path} for the image files in ``clip_dir`` (junk files ignored).
 
@@ -127,3 +133,22 @@ def read_gray(path: str) -> np.ndarray | None:
     if image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     return image
+
+
+def find_parent_of(manual_dir: str, child_pattern: str, *, max_depth: int = 5, min_matches: int = 1) -> str | None:
+    """The shallowest folder under ``manual_dir`` (itself included) with at least ``min_matches`` sub-folders
+    whose names fully match the regex ``child_pattern`` (case-insensitive), e.g. CAS(ME)^3's ``spNO.<n>``."""
+    pattern = re.compile(child_pattern, re.IGNORECASE)
+    frontier = [manual_dir]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for d in frontier:
+            try:
+                subdirs = [e for e in sorted(os.listdir(d)) if os.path.isdir(os.path.join(d, e))]
+            except OSError:
+                continue
+            if sum(bool(pattern.fullmatch(e)) for e in subdirs) >= min_matches:
+                return d
+            nxt += [os.path.join(d, e) for e in subdirs]
+        frontier = nxt
+    return None

@@ -74,10 +74,9 @@ def dynamic_image(frames: np.ndarray) -> np.ndarray:
     gray = frames.astype(np.float64) / 255.0
     alpha = rank_pooling_coefficients(frames.shape[0])
     di = np.tensordot(alpha, gray, axes=(0, 0))
-    lo, hi = di.min(), di.max()
-    if hi - lo <= 0:
+    if di.max() - di.min() <= 0:
         return np.zeros(di.shape, np.uint8)
-    return ((di - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    return cv2.normalize(di, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # the official arithmetic
 
 
 # -------------------------------------------------------------------------------------------- face crop
