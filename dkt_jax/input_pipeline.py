@@ -116,9 +116,14 @@ class ChunkTable:
 
 
 def make_chunks(seqs: Sequences, max_len: int, min_len: int = 3) -> ChunkTable:
-    """pyKT ``generate_sequences``: non-overlapping ``max_len`` chunks, remainder < ``min_len`` dropped."""
+    """pyKT ``generate_sequences``: non-overlapping ``max_len`` chunks, remainder < ``min_len`` dropped.
+
+    Chunks are padded to ``min(max_len, longest sequence)`` so short datasets do not run the LSTM over
+    padding.
+    """
     if max_len < 2:
         raise ValueError(f"max_len must be >= 2, got {max_len}")
+    max_len = max(2, min(max_len, int(seqs.lengths.max()) if len(seqs) else 2))
     starts = []
     for i, q in enumerate(seqs.skills):
         for s in range(0, len(q), max_len):
@@ -163,7 +168,8 @@ def pad_length(length: int, multiple: int) -> int:
 
 def eval_batches(seqs: Sequences, batch_size: int, length_multiple: int,
                  extra_features: Sequence[str] = ()) -> Iterator[dict[str, np.ndarray]]:
-    """Full-length evaluation batches, sorted by length, padded to a multiple of ``length_multiple``.
+    """Full-length evaluation batches, sorted by length, padded to a multiple of ``length_multiple``
+    (or of 16 when the whole batch fits in one ``length_multiple`` chunk).
 
     Every batch has exactly ``batch_size`` rows (filler rows have length 0) and ``index`` (B,) giving
     the row in ``seqs`` (-1 for fillers).
@@ -171,7 +177,9 @@ def eval_batches(seqs: Sequences, batch_size: int, length_multiple: int,
     order = np.argsort(-seqs.lengths, kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        t = pad_length(int(seqs.lengths[rows].max()) if len(rows) else 1, length_multiple)
+        longest = int(seqs.lengths[rows].max()) if len(rows) else 1
+        # one chunk padded to a multiple of 16 when it fits, else a multiple of the chunk length
+        t = pad_length(longest, 16) if longest <= length_multiple else pad_length(longest, length_multiple)
         batch = {"skills": np.full((batch_size, t), -1, np.int32),
                  "correct": np.zeros((batch_size, t), np.int32),
                  "lengths": np.zeros((batch_size,), np.int32),

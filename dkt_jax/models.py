@@ -103,7 +103,8 @@ class DKT(nn.Module):
 
     @nn.compact
     def __call__(self, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
-                 carry: Carry | None = None, *, train: bool = False) -> tuple[Carry, jax.Array]:
+                 carry: Carry | None = None, *, train: bool = False,
+                 return_carry: bool = True) -> tuple[Carry | None, jax.Array]:
         """Runs the model.
 
         Args:
@@ -112,6 +113,8 @@ class DKT(nn.Module):
           lengths: (B,) number of valid steps per row (0 allowed: the carry passes through).
           carry: optional initial ``(c, h)``, each (B, H); zeros when None.
           train: enables dropout (needs a ``'dropout'`` rng).
+          return_carry: when False (training), the final carry is not tracked (returns None): the scan
+            then skips the per-step carry history that ``nn.RNN`` keeps to pick each row's last state.
 
         Returns:
           ``(final_carry, logits)``: carry after each row's last valid step, logits (B, T, M) whose
@@ -126,7 +129,11 @@ class DKT(nn.Module):
         batch = skills.shape[0]
         if carry is None:
             carry = zero_carry(batch, hdim)
+        initial_carry = carry
         lengths = jnp.asarray(lengths, jnp.int32)
+        # Padding sits at the end, so outputs at valid steps never depend on it; seq_lengths is only
+        # needed to select each row's last valid carry.
+        rnn_kw = {"seq_lengths": lengths, "return_carry": True} if return_carry else {"return_carry": True}
 
         if self.lstm_impl == "hoisted":
             if self.encoding == "onehot":
@@ -138,15 +145,22 @@ class DKT(nn.Module):
                 table = emb @ w_i  # (2M, 4H)
             gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
             rnn = nn.RNN(HoistedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
-            carry, hs = rnn(gate_inputs, initial_carry=carry, seq_lengths=lengths, return_carry=True)
+            carry, hs = rnn(gate_inputs, initial_carry=carry, **rnn_kw)
         else:
             if self.encoding == "onehot":
                 x = jax.nn.one_hot(idx, 2 * m, dtype=jnp.float32)
             else:
                 x = nn.Embed(2 * m, self.embedding_dim, name="embedding")(idx)
             rnn = nn.RNN(nn.OptimizedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
-            carry, hs = rnn(x, initial_carry=carry, seq_lengths=lengths, return_carry=True)
+            carry, hs = rnn(x, initial_carry=carry, **rnn_kw)
 
+        if return_carry:
+            # nn.RNN picks carries[seq_lengths - 1], which wraps to the LAST step for length-0 rows;
+            # a row with no valid step in this chunk must keep its incoming state.
+            keep = (lengths > 0)[:, None]
+            carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), carry, initial_carry)
+        else:
+            carry = None
         hs = nn.Dropout(self.dropout_rate, deterministic=not train)(hs)
         logits = nn.Dense(m, name="output")(hs)  # one matmul over all (B, T) steps
         return carry, logits

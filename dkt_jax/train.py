@@ -74,7 +74,7 @@ def loss_fn(params: Any, batch: Mapping[str, jax.Array], rng: jax.Array, *, mode
     """Scalar objective for one (local) batch. With ``axis_name`` the counts are pooled over devices,
     so ``psum`` of this loss (and of its gradient) equals the single-device value."""
     _, logits = model.apply({"params": params}, batch["skills"], batch["correct"], batch["lengths"],
-                            train=True, rngs={"dropout": rng})
+                            train=True, return_carry=False, rngs={"dropout": rng})
     terms = losses.loss_terms(logits, batch["skills"], batch["correct"], batch["lengths"])
     if axis_name is not None:
         terms = {k: (s, jax.lax.psum(n, axis_name)) for k, (s, n) in terms.items()}
@@ -151,10 +151,11 @@ def evaluate(params: Any, seqs: ip.Sequences, num_skills: int, *, batch_size: in
         if mesh is not None and batch_size % mesh.devices.size == 0:
             arrays = mesh_lib.shard_batch(arrays, mesh)
         t = batch["skills"].shape[1]
+        chunk = min(chunk_len, t)
         carry, outs = None, []
-        for i in range(t // chunk_len):
-            sl = slice(i * chunk_len, (i + 1) * chunk_len)
-            lengths = jnp.clip(arrays["lengths"] - i * chunk_len, 0, chunk_len)
+        for i in range(t // chunk):
+            sl = slice(i * chunk, (i + 1) * chunk)
+            lengths = jnp.clip(arrays["lengths"] - i * chunk, 0, chunk)
             states, carry = _predict_chunk(params, arrays["skills"][:, sl], arrays["correct"][:, sl],
                                            lengths, carry)
             outs.append(states)
