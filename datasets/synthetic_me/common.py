@@ -124,6 +124,17 @@ def finalize_quirks(quirks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         q = dict(q)
         row = q.pop("_row", None)
         if row is not None:
-            q["excel_row"] = row.excel_row
+            q["excel_row"], q["key"] = row.excel_row, row.key
         out.append(q)
+    return out
+
+
+def sequential_timings(rng: np.random.Generator, lengths: Sequence[int], first: int,
+                       gap: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(onset, apex, offset) for expressions of the given lengths laid out one after another in a video."""
+    out, start = [], int(first)
+    for length in lengths:
+        onset, apex, offset = sample_timing(rng, (int(length), int(length)), start)
+        out.append((onset, apex, offset))
+        start = offset + 1 + int(rng.integers(gap[0], gap[1] + 1))
     return out

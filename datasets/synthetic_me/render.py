@@ -46,29 +46,39 @@ class VideoPlan:
 
 @dataclasses.dataclass
 class SubjectAssets:
-    """Per-subject cache: identity, neutral render, face box and AU fields."""
+    """Per-subject cache: identity, neutral render, face box, the motion region and AU fields within it."""
     face: FaceIdentity
     base: np.ndarray
     box: tuple[int, int, int, int]
-    fields: dict[str, np.ndarray]
+    region: tuple[int, int, int, int]
+    grid: tuple[np.ndarray, np.ndarray]
     blink: np.ndarray
+    fields: dict[str, np.ndarray]
 
     @classmethod
     def create(cls, face: FaceIdentity) -> "SubjectAssets":
-        return cls(face=face, base=render_face(face), box=face_box(face), fields={},
-                   blink=au_lib.blink_field(face))
+        h, w = face.frame_hw
+        x0, y0, x1, y1 = face_box(face)
+        mx, my = int(0.15 * (x1 - x0)), int(0.1 * (y1 - y0))
+        region = (max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, w), min(y1 + my, h))
+        rx0, ry0, rx1, ry1 = region
+        yy, xx = np.mgrid[ry0:ry1, rx0:rx1].astype(np.float32)
+        return cls(face=face, base=render_face(face), box=(x0, y0, x1, y1), region=region, grid=(xx, yy),
+                   blink=au_lib.blink_field(face)[ry0:ry1, rx0:rx1].copy(), fields={})
 
     def field(self, aus: str) -> np.ndarray:
+        """The AU field restricted to the motion region, (h_region, w_region, 2)."""
         if aus not in self.fields:
-            self.fields[aus] = au_lib.au_field(self.face, aus)
+            rx0, ry0, rx1, ry1 = self.region
+            self.fields[aus] = au_lib.au_field(self.face, aus)[ry0:ry1, rx0:rx1].copy()
         return self.fields[aus]
 
 
 def _to_uint8(img: np.ndarray, color: bool, tint: tuple[float, float, float]) -> np.ndarray:
-    g = np.clip(img + 0.5, 0, 255)
+    np.clip(img, 0.0, 255.0, out=img)
     if not color:
-        return g.astype(np.uint8)
-    return np.clip(g[..., None] * np.asarray(tint, np.float32), 0, 255).astype(np.uint8)
+        return cv2.convertScaleAbs(img)
+    return cv2.merge([cv2.convertScaleAbs(img, alpha=t) for t in tint])
 
 
 def render_video(assets: SubjectAssets, plan: VideoPlan, out_dir: str, jpeg_quality: int = 92) -> int:
@@ -93,12 +103,14 @@ def render_video(assets: SubjectAssets, plan: VideoPlan, out_dir: str, jpeg_qual
     angle = rng.uniform(0, 2 * np.pi)
     light = (rng.uniform(0.9, 1.1) * (1.0 + rng.uniform(0.0, 0.06) *
              ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / face.unit)).astype(np.float32)
-    event_fields = [(ev, assets.field(ev.aus) * ev.intensity) for ev in plan.events]
-    profiles = {id(ev): au_lib.intensity_profile(frames, ev.onset, ev.apex, ev.offset) for ev in plan.events}
+    event_fields = [(au_lib.intensity_profile(frames, ev.onset, ev.apex, ev.offset), assets.field(ev.aus)
+                     * np.float32(ev.intensity)) for ev in plan.events]
     closure = np.zeros(len(frames), np.float32)
     for b in blinks:
         closure = np.maximum(closure, au_lib.blink_profile(frames, b, blink_len))
-    x0, y0, x1, y1 = assets.box
+    bx0, by0, bx1, by1 = assets.box
+    rx0, ry0, rx1, ry1 = assets.region
+    gx, gy = assets.grid
     by_frame: dict[int, list[Output]] = {}
     for o in plan.outputs:
         os.makedirs(os.path.join(out_dir, o.directory), exist_ok=True)
@@ -106,28 +118,34 @@ def render_video(assets: SubjectAssets, plan: VideoPlan, out_dir: str, jpeg_qual
             by_frame.setdefault(n, []).append(o)
     written = 0
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    frame0 = assets.base.copy()
     for i, n in enumerate(frames):
-        disp = np.zeros((h, w, 2), np.float32)
-        for ev, field in event_fields:
-            if profiles[id(ev)][i] > 0:
-                disp += profiles[id(ev)][i] * field
+        disp = np.zeros(gx.shape + (2,), np.float32)
+        for profile, field in event_fields:
+            if profile[i] > 0:
+                disp += profile[i] * field
         if closure[i] > 0:
             disp += closure[i] * assets.blink
-        j = jitter[n - frames[0]]
-        kinds = {o.kind for o in by_frame[n]}
-        flicker = 1.0 + rng.normal(0.0, 0.004)
+        frame0[ry0:ry1, rx0:rx1] = cv2.remap(assets.base, gx - disp[..., 0], gy - disp[..., 1], cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REFLECT)
+        jx, jy = jitter[n - frames[0]]
+        flicker = np.float32(1.0 + rng.normal(0.0, 0.004))
         images = {}
-        for kind in kinds:
-            shift = j if kind == "raw" else 0.2 * j
-            map_x = xx - disp[..., 0] - np.float32(shift[0])
-            map_y = yy - disp[..., 1] - np.float32(shift[1])
-            if kind == "cropped":
-                map_x, map_y = map_x[y0:y1, x0:x1], map_y[y0:y1, x0:x1]
-                lit = light[y0:y1, x0:x1]
-            else:
+        for kind in sorted({o.kind for o in by_frame[n]}):
+            if kind == "raw":
+                img = cv2.warpAffine(frame0, np.float32([[1, 0, jx], [0, 1, jy]]), (w, h),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
                 lit = light
-            img = cv2.remap(assets.base, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-            img = img * (lit * flicker) + rng.standard_normal(img.shape, dtype=np.float32) * face.noise_sigma
+            else:  # registered crop: only 20% of the head motion is left
+                m = np.float32([[1, 0, 0.2 * jx - bx0], [0, 1, 0.2 * jy - by0]])
+                img = cv2.warpAffine(frame0, m, (bx1 - bx0, by1 - by0), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT)
+                lit = light[by0:by1, bx0:bx1]
+            img *= lit
+            img *= flicker
+            noise = rng.standard_normal(img.shape, dtype=np.float32)
+            noise *= np.float32(face.noise_sigma)
+            img += noise
             images[kind] = _to_uint8(img, plan.color, face.tint)
         for o in by_frame[n]:
             ok, buf = cv2.imencode(".jpg", images[o.kind], params)
