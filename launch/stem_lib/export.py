@@ -64,7 +64,7 @@ def _chunk_step(knowledge_states_fn: KnowledgeStatesFn) -> Callable:
 def export_knowledge_states(knowledge_states_fn: KnowledgeStatesFn, params: Any,
                             sequences: Sequence[tuple[np.ndarray, np.ndarray]], *, student_ids: Sequence,
                             skill_vocab: Sequence[str], init_carry: Callable[[int], Any],
-                            chunk_len: int = 512, batch_size: int = 64,
+                            chunk_len: int = 64, batch_size: int = 128,
                             desc: str = "export") -> Export:
     """Runs every full sequence through the model, chunked with the carried LSTM state.
 
@@ -146,3 +146,18 @@ def read_export(npz_path: str) -> Export:
         trajectories = [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
         return Export(student_ids=z["student_ids"], final_states=z["final_states"], trajectories=trajectories,
                       skill_vocab=[str(s) for s in z["skill_vocab"]])
+
+
+def export_with_dkt(params: Any, sequences: Sequence[tuple[np.ndarray, np.ndarray]], *, student_ids: Sequence,
+                    skill_vocab: Sequence[str], chunk_len: int = 64, batch_size: int = 128,
+                    desc: str = "export") -> Export:
+    """``export_knowledge_states`` with ``dkt_jax.knowledge_states`` and a zero initial carry."""
+    import dkt_jax
+    from dkt_jax.models import architecture_from_params, zero_carry
+
+    arch = architecture_from_params(params)
+    if arch["num_skills"] != len(skill_vocab):
+        raise ValueError(f"model has {arch['num_skills']} skills, the skill vocabulary {len(skill_vocab)}.")
+    return export_knowledge_states(dkt_jax.knowledge_states, params, sequences, student_ids=student_ids,
+                                   skill_vocab=skill_vocab, chunk_len=chunk_len, batch_size=batch_size,
+                                   init_carry=lambda b: zero_carry(b, arch["hidden_size"]), desc=desc)
