@@ -398,3 +398,36 @@ def test_landmark_alignment_and_clip_box():
     box = preprocess.clip_box([np.zeros((80, 80), np.uint8)] * 4, lambda f: next(boxes), box_enlarge=1.0)
     assert box == preprocess.Box(32.0, 30.0, 20.0)
     assert preprocess.clip_box([np.zeros((8, 8), np.uint8)], lambda f: [], box_enlarge=1.2) is None
+
+
+def test_landmark_alignment_path_with_a_fake_dlib(tmp_path, monkeypatch):
+    """The dlib path (predictor given) without dlib: a stand-in landmarker; no landmarks -> counted fallback."""
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42], landmarks[42:48] = (18.0, 22.0), (34.0, 22.0)
+    landmarks[30], landmarks[48], landmarks[54] = (26.0, 32.0), (20.0, 40.0), (32.0, 40.0)
+    calls = []
+
+    def fake_landmarker(path):
+        assert path == "predictor.dat"
+
+        def find(gray):
+            calls.append(gray.shape)
+            return None if gray.mean() > 250 else landmarks  # "no face" in white frames
+        return find
+
+    monkeypatch.setattr(preprocess, "dlib_landmarker", fake_landmarker)
+    rows = [("01", "EP01_01", 1, 5, 12, "12", "happiness"), ("02", "EP01_01", 1, 5, 12, "12", "surprise")]
+    manual = write_casme2(str(tmp_path / "m"), rows, variant="raw", doubled=False)
+    white = os.path.join(manual, "CASME2_RAW_selected", "sub02", "EP01_01")
+    for name in os.listdir(white):
+        if name.endswith(".jpg"):
+            cv2.imwrite(os.path.join(white, name), np.full((60, 52), 255, np.uint8))
+    examples, report = build("casme2/5class", manual, str(tmp_path / "tfds"), landmark_predictor="predictor.dat")
+    clips = by_key(examples)
+    assert report["info"]["face"].startswith("dlib landmarks") and report["fixes"]["no_face_found"] == 1
+    folder = os.path.join(manual, "CASME2_RAW_selected", "sub01", "EP01_01")
+    affine = preprocess.landmark_affine(landmarks)
+    expected = [preprocess.warp(cv2.imread(os.path.join(folder, f"img{n}.jpg"), cv2.IMREAD_GRAYSCALE), affine)
+                for n in clips["sub01/EP01_01"]["frame_numbers"]]
+    np.testing.assert_array_equal(clips["sub01/EP01_01"]["frames"][..., 0], np.stack(expected))
+    assert "no_face_found" in clips["sub02/EP01_01"]["flags"].decode()

@@ -145,3 +145,21 @@ def test_workers_match_in_process_loading():
     inproc = ip.make_fold(clips, "s00", config(), seed=5, batch_size=4)
     workers = ip.make_fold(clips, "s00", config(worker_count=1), seed=5, batch_size=4)
     assert_batches_equal(take(inproc.train_iter, 3), take(workers.train_iter, 3))
+
+
+def test_end_to_end_from_registry_build(tmp_path):
+    """launch.build's path (registry.build) -> load_dataset -> make_fold on a tiny CASME II release."""
+    from datasets import registry
+    from tests.test_me_builders import write_casme2
+    rows = [(f"{s:02d}", f"EP0{k}_01", 10, 14, 20, "12", em) for s in (1, 2, 3)
+            for k, em in enumerate(("happiness", "disgust", "surprise"))]
+    manual = write_casme2(str(tmp_path / "m"), rows)
+    registry.build("casme2/3class", manual, str(tmp_path / "tfds"))
+    clips, dataset = ip.load_dataset("casme2/3class", str(tmp_path / "tfds"))
+    assert dataset == {"subjects": ["sub01", "sub02", "sub03"], "num_classes": 3,
+                       "class_names": ["negative", "positive", "surprise"]}
+    assert clips.frames.shape == (9, 8, 64, 64, 1)
+    fold = ip.make_fold(clips, "sub02", config(), seed=0, batch_size=3)
+    batch = next(fold.train_iter)
+    assert set(clips.subject[batch["index"]]) <= {"sub01", "sub03"}
+    assert sorted(fold.info["test_clip_ids"]) == ["sub02/EP00_01", "sub02/EP01_01", "sub02/EP02_01"]

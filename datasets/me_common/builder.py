@@ -73,7 +73,8 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     - ``frames_variant`` ['auto']: 'auto' uses the dataset's own cropped frames when a clip has them, else
       the raw frames; 'cropped' / 'raw' force one variant (clips without it are skipped and counted);
     - ``landmark_predictor`` [env ``ME_DLIB_PREDICTOR`` or None]: dlib 68-landmark predictor file; when set,
-      every clip is aligned with the official landmark recipe (one alignment per clip);
+      every clip is aligned with the official landmark recipe (one alignment per clip from the landmarks
+      averaged over its frames; per frame, as in the official code, in the ``*_reference`` configs);
     - ``box_enlarge`` [1.2]: enlargement of the Haar face box (the official landmark box uses 2.5 on the
       eye/nose/mouth box, which corresponds to about 1.2 on a whole-face Haar box).
     """
@@ -194,9 +195,15 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     def _cropper(self, report: BuildReport) -> Callable:
         if self._landmark_predictor:
             landmarker = preprocess.dlib_landmarker(self._landmark_predictor)
-            report.info["face"] = "dlib landmarks (one alignment per clip)"
+            per_frame = self.builder_config.sampling == "reference"  # the official per-frame alignment
+            report.info["face"] = "dlib landmarks (" + ("per frame, official" if per_frame else "one per clip") + ")"
 
             def crop(raw: np.ndarray, variant: FrameVariant) -> np.ndarray | None:
+                if per_frame:
+                    affines = [preprocess.clip_landmark_affine([f], landmarker) for f in raw]
+                    if any(a is None for a in affines):
+                        return None
+                    return np.stack([preprocess.warp(f, a) for f, a in zip(raw, affines)])
                 affine = preprocess.clip_landmark_affine(list(raw), landmarker)
                 return None if affine is None else np.stack([preprocess.warp(f, affine) for f in raw])
             return crop
