@@ -56,12 +56,13 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
              num_submission: int | None = None, num_submission_overlap: int | None = None,
              stem_rate: float = 0.25, num_stem_skills: int = 12, num_log_files: int = 10,
              single_file: bool = False, write_index: bool = False, shuffle_rows: bool = False,
-             num_problems: int = 3162, stem_noise_sd: float = 0.5) -> dict[str, Any]:
+             num_problems: int = 3162, stem_noise_sd: float = 0.5, effect_cv: bool = True) -> dict[str, Any]:
     """Writes the synthetic release into ``out_dir`` and the ground truth into ``ground_truth_dir``.
 
     Label counts default to the real ones scaled by ``num_students / 1709`` (467 labelled students, 47 duplicate
     rows, 172 submission rows, 48 of them overlapping). ``shuffle_rows`` writes each log file's rows in random
-    order (the builder sorts by actionId); ``write_index`` adds the pandas index column (``Unnamed: 0``).
+    order (the builder sorts by actionId); ``write_index`` adds the pandas index column (``Unnamed: 0``);
+    ``effect_cv`` adds cross-validated reference AUCs (SP vs SP + true mastery) to the ground-truth effects.
     Returns a summary dict (paths, sizes, prevalence, planted effect sizes). Same seed -> identical files.
     """
     num_labeled = _scaled(num_labeled, 467, num_students)
@@ -177,7 +178,7 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
                         initial_mastery=m0, final_mastery=final, practices=practices, is_stem_skill=skills.is_stem,
                         skill_difficulty=skills.difficulty, skill_learn_logit=skills.learn_logit,
                         skill_guess=skills.guess, skill_slip=skills.slip)
-    effects = effect_summary(table, final, schema.SP_COLUMNS, seed=seed)
+    effects = effect_summary(table, final, schema.SP_COLUMNS, seed=seed, with_cv=effect_cv)
     effects.update({"coefficients_on_zscores": STEM_COEFFICIENTS, "intercept": float(intercept),
                     "noise_sd": stem_noise_sd, "stem_skills": names[skills.is_stem].tolist()})
     with open(os.path.join(gt_dir, "effects.json"), "w") as f:
