@@ -78,6 +78,37 @@ def _fdp_step(size: str, batch: int, steps: int) -> dict:
     return {"model_size": size, "step_s": timing["median_s"], "clips_per_s": batch / timing["median_s"]}
 
 
+def _plot(path: str, clips, builds: list[dict], loaders: list[dict], step: dict) -> None:
+    """Bars of build / loader / FDP-step clips/s, and one built clip (8 frames + DI target) per class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    classes = sorted(set(clips.label.tolist()))
+    fig = plt.figure(figsize=(12, 2.2 + 1.2 * len(classes)))
+    grid = fig.add_gridspec(len(classes), 3, width_ratios=[1.2, 4, 0.5])
+    ax = fig.add_subplot(grid[:, 0])
+    names = [f"build {b['variant']}" for b in builds] + [f"loader w={r['workers']}" for r in loaders]
+    values = [b["clips_per_s"] for b in builds] + [r["clips_per_s"] for r in loaders]
+    ax.barh(names + [f"FDP {step['model_size']} step"], values + [step["clips_per_s"]], color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_xlabel("clips / s")
+    for row, c in enumerate(classes):
+        i = int(np.flatnonzero(clips.label == c)[0])
+        strip = np.concatenate(list(clips.frames[i, ..., 0]), axis=1)
+        a = fig.add_subplot(grid[row, 1])
+        a.imshow(strip, cmap="gray", vmin=0, vmax=255)
+        a.set_axis_off()
+        a.set_title(f"{clips.class_names[c]}: {clips.clip_id[i]}", fontsize=8)
+        d = fig.add_subplot(grid[row, 2])
+        d.imshow(clips.di_target[i], cmap="gray")
+        d.set_axis_off()
+        d.set_title("DI", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv) -> None:
     del argv
     from datasets.synthetic_me.generator import generate
@@ -117,6 +148,8 @@ def main(argv) -> None:
                                             "headroom_vs_fdp_step"]))
         print(common.format_table([step], ["model_size", "step_s", "clips_per_s"]))
         common.write_json(_OUT.value, payload)
+        if _OUT.value:
+            _plot(os.path.splitext(_OUT.value)[0] + ".png", clips, builds, loaders, step)
     finally:
         if not _WORKDIR.value:
             shutil.rmtree(root, ignore_errors=True)
