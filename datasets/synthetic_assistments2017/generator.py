@@ -51,7 +51,7 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 
 def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students: int = 1709, seed: int = 0,
-             num_skills: int = 102, length_median: float = 440.0, length_sigma: float = 0.6, min_length: int = 5,
+             num_skills: int = 102, length_median: float = 440.0, length_sigma: float = 0.65, min_length: int = 5,
              max_length: int = 3000, num_labeled: int | None = None, num_duplicate_label_rows: int | None = None,
              num_submission: int | None = None, num_submission_overlap: int | None = None,
              stem_rate: float = 0.25, num_stem_skills: int = 12, num_log_files: int = 10,

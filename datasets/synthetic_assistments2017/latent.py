@@ -46,7 +46,7 @@ def draw_skills(rng: np.random.Generator, num_skills: int, num_stem_skills: int)
     named_by_popularity = [k for k in np.argsort(-popularity) if k != 0][:max(num_stem_skills, 40)]
     is_stem = np.zeros(num_skills, bool)
     is_stem[rng.choice(named_by_popularity, size=min(num_stem_skills, len(named_by_popularity)), replace=False)] = True
-    return SkillParams(difficulty=rng.normal(-2.5, 0.8, num_skills),
+    return SkillParams(difficulty=rng.normal(-2.9, 0.8, num_skills),
                        learn_logit=rng.normal(np.log(0.03 / 0.97), 0.4, num_skills),
                        guess=rng.uniform(0.05, 0.25, num_skills), slip=rng.uniform(0.05, 0.15, num_skills),
                        is_stem=is_stem, popularity=popularity)
