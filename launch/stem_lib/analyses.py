@@ -139,3 +139,79 @@ def correlation_summary(r: np.ndarray, top: Sequence[int] | None = None) -> dict
         return {"mean_r": float("nan"), "max_abs_r": float("nan"), "share_positive": float("nan"), "n": 0}
     return {"mean_r": float(sel.mean()), "max_abs_r": float(np.abs(sel).max()),
             "share_positive": float((sel > 0).mean()), "n": int(len(sel))}
+
+
+def _ground_truth(ground_truth_dir: str | None, student_ids: np.ndarray, skill_vocab: Sequence[str]) -> dict | None:
+    """Planted truth of the synthetic generator for these students (None when not available)."""
+    import json
+    import os
+
+    import pandas as pd
+
+    if not ground_truth_dir or not os.path.exists(os.path.join(ground_truth_dir, "students.csv")):
+        return None
+    table = pd.read_csv(os.path.join(ground_truth_dir, "students.csv")).set_index("ITEST_id")
+    rows = table.loc[student_ids]
+    out = {"table": rows}
+    mastery_path = os.path.join(ground_truth_dir, "mastery.npz")
+    if os.path.exists(mastery_path):
+        with np.load(mastery_path, allow_pickle=False) as z:
+            index = {int(s): i for i, s in enumerate(z["ITEST_id"])}
+            names = [str(s) for s in z["skill_vocab"]]
+            column = {n: j for j, n in enumerate(names)}
+            cols = [column.get(s, -1) for s in skill_vocab]
+            final = z["final_mastery"][[index[int(s)] for s in student_ids]]
+            out["final_mastery"] = np.stack([final[:, j] if j >= 0 else np.full(len(final), np.nan)
+                                             for j in cols], axis=1)
+            out["is_stem_skill"] = np.array([bool(z["is_stem_skill"][j]) if j >= 0 else False for j in cols])
+    effects_path = os.path.join(ground_truth_dir, "effects.json")
+    if os.path.exists(effects_path):
+        with open(effects_path, encoding="utf-8") as f:
+            out["effects"] = json.load(f)
+    return out
+
+
+def run_analyses(student_ids: np.ndarray, labels: np.ndarray, skills: Sequence[np.ndarray],
+                 ln: Sequence[np.ndarray], exports: dict, skill_vocab: Sequence[str], out_dir: str, *,
+                 window: int = 10, ground_truth_dir: str | None = None) -> dict:
+    """NLG (per KT model) and per-skill correlations for the labelled students; PNGs + a numbers dict.
+
+    exports: 'dkt' / 'dkt_plus' -> export.Export aligned with ``student_ids``.
+    """
+    import os
+
+    labels = np.asarray(labels)
+    results: dict = {"nlg": {}, "final_mastery": {}, "correlation": {}}
+    for name, ex in exports.items():
+        nlg = nlg_analysis(ex.trajectories, labels, window)
+        results["nlg"][name] = {k: v for k, v in nlg.items() if not isinstance(v, np.ndarray)}
+        plot_nlg(nlg, labels, os.path.join(out_dir, f"nlg_{name}.png"), title=f"{name} normalized learning gain")
+        results["final_mastery"][name] = group_comparison(ex.final_states.mean(1), labels)
+    rows = {"BKT (last Ln)": bkt_final_mastery(skills, ln, len(skill_vocab))}
+    rows.update({{"dkt": "DKT", "dkt_plus": "DKT+"}.get(k, k): ex.final_states for k, ex in exports.items()})
+    truth = _ground_truth(ground_truth_dir, np.asarray(student_ids), skill_vocab)
+    if truth is not None and "final_mastery" in truth:
+        rows["true mastery (generator)"] = truth["final_mastery"]
+    corr = {name: pearson_per_column(x, labels) for name, x in rows.items()}
+    plot_correlation_heatmap(corr, os.path.join(out_dir, "skill_correlation_heatmap.png"), skill_vocab)
+    stem_skills = np.flatnonzero(truth["is_stem_skill"]) if truth is not None and "is_stem_skill" in truth else None
+    for name, r in corr.items():
+        entry = {"all_skills": correlation_summary(r)}
+        if stem_skills is not None:
+            entry["planted_stem_skills"] = correlation_summary(r, stem_skills)
+        if "true mastery (generator)" in corr and name != "true mastery (generator)":
+            ok = np.isfinite(r) & np.isfinite(corr["true mastery (generator)"])
+            entry["pearson_with_true_profile"] = (float(np.corrcoef(r[ok], corr["true mastery (generator)"][ok])[0, 1])
+                                                  if ok.sum() > 2 else float("nan"))
+        results["correlation"][name] = entry
+    np.savez_compressed(os.path.join(out_dir, "skill_correlations.npz"), names=np.array(list(corr)),
+                        r=np.stack(list(corr.values())), skill_vocab=np.asarray(skill_vocab))
+    if truth is not None:
+        table = truth["table"]
+        gt = {"labels_match": bool((table["isSTEM"].to_numpy() == labels).all())}
+        for column in ("learning_gain", "mean_final_mastery", "stem_mastery"):
+            if column in table:
+                gt[column] = group_comparison(table[column].to_numpy(), labels)
+        gt["effects_all_students"] = truth.get("effects")
+        results["ground_truth"] = gt
+    return results

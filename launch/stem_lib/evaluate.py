@@ -7,6 +7,7 @@ Score = AUC + (1 - RMSE) of ``predict_proba[:, 1]`` against isSTEM (dkt_spec.md 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Iterator
 
 import joblib
@@ -56,6 +57,7 @@ class FoldResult:
     best_params: dict[str, Any]
     num_features: int | None
     inner_best_score: float | None
+    num_warnings: int = 0
 
 
 def _selected_features(estimator: Any) -> int | None:
@@ -111,8 +113,13 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
 
 
 def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k):
-    return name, fit_outer_fold(pipe, grid, X, y, tr, te, inner_cv=inner_cv(inner_folds, seed + 1 + k),
+    # sklearn warnings (collinearity in QDA/LDA, MLP convergence...) are counted, not printed per fit.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_outer_fold(pipe, grid, X, y, tr, te, inner_cv=inner_cv(inner_folds, seed + 1 + k),
                                 scorer=scorer, fold=k)
+    result.num_warnings = len(caught)
+    return name, result
 
 
 def prior_baseline() -> DummyClassifier:

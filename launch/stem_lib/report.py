@@ -96,3 +96,57 @@ def write_submission(student_ids: np.ndarray, proba: np.ndarray, out_dir: str) -
         f.write(",".join(f"{p:.5f}" for p in proba) + "\n")
     pd.DataFrame({"ITEST_id": student_ids, "isSTEM": np.round(proba, 5)}).to_csv(csv, index=False)
     return {"txt": txt, "csv": csv}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def markdown_report(results: dict, frame: pd.DataFrame) -> str:
+    """The human-readable report.md of one launch.stem run."""
+    lines = ["# STEM prediction from DKT / DKT+ knowledge states", "",
+             f"{results['num_labelled']} labelled students ({results['num_stem']} STEM), "
+             f"{results['num_submission']} submission rows, {results['num_skills']} skills.", "",
+             "## Knowledge-tracing models (kt_test split)", "",
+             "| model | AUC(N) | AUC(C) | w1 | w2 | best epoch | epochs run |", "|---|---|---|---|---|---|---|"]
+    for name, kt in results["kt"].items():
+        t = kt.get("test") or {}
+        lines.append(f"| {name} | {_fmt(t.get('auc_n'))} | {_fmt(t.get('auc_c'))} | {_fmt(t.get('w1'))} | "
+                     f"{_fmt(t.get('w2'))} | {_fmt(kt.get('best_epoch'))} | {_fmt(kt.get('epochs_run'))} |")
+    lines += ["", "## isSTEM classification (outer StratifiedKFold(5), mean ± 2 std; selection on inner folds only)",
+              "", markdown_table(frame), "",
+              f"Submission model: {' / '.join(results['submission_cell'])} (best mean AUC+(1-RMSE)); "
+              "files classify/submission.txt and classify/submission.csv.", "",
+              "## Acceptance checks", ""]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in results["acceptance"].items()]
+    ana = results["analyses"]
+    lines += ["", "## Normalized learning gain (10-step moving average of mean mastery)", "",
+              "| source | STEM mean ± std | non-STEM mean ± std | Welch t | p | Cohen's d |", "|---|---|---|---|---|---|"]
+    rows = dict(ana["nlg"])
+    gt = ana.get("ground_truth") or {}
+    if "learning_gain" in gt:
+        rows["generator truth (latent)"] = gt["learning_gain"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['stem_mean']:.4f} ± {r['stem_std']:.4f} | {r['non_stem_mean']:.4f} ± "
+                     f"{r['non_stem_std']:.4f} | {r['welch_t']:.2f} | {r['welch_p']:.2g} | {r['cohens_d']:.2f} |")
+    lines += ["", "## Final mean mastery, STEM vs non-STEM", "",
+              "| source | STEM mean | non-STEM mean | Welch p | Cohen's d |", "|---|---|---|---|---|"]
+    rows = dict(ana["final_mastery"])
+    if "mean_final_mastery" in gt:
+        rows["generator truth (latent)"] = gt["mean_final_mastery"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['stem_mean']:.4f} | {r['non_stem_mean']:.4f} | {r['welch_p']:.2g} | "
+                     f"{r['cohens_d']:.2f} |")
+    lines += ["", "## Per-skill Pearson r of final mastery with isSTEM", "",
+              "| source | mean r (all skills) | share r > 0 | mean r (planted STEM skills) | r with true profile |",
+              "|---|---|---|---|---|"]
+    for name, r in ana["correlation"].items():
+        planted = r.get("planted_stem_skills", {}).get("mean_r")
+        lines.append(f"| {name} | {r['all_skills']['mean_r']:.3f} | {r['all_skills']['share_positive']:.2f} | "
+                     f"{_fmt(planted)} | {_fmt(r.get('pearson_with_true_profile'))} |")
+    lines += ["", "## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in results["timings"].items()]
+    lines += ["", "Figures: classify/roc_curves.png, classify/auc_by_feature_set.png, analyses/nlg_*.png, "
+              "analyses/skill_correlation_heatmap.png.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+r"""ASSISTments 2017 clickstream -> DKT / DKT+ knowledge states -> scikit-learn isSTEM prediction.
+
+    python -m launch.stem --config=launch/configs/stem_synthetic.py --workdir=workdirs/stem_synthetic
+    python -m launch.stem --config=launch/configs/stem_assistments2017.py --workdir=... \
+        --config.manual_dir=PATH/TO/RELEASE
+
+One command: generate/build the data, train DKT and DKT+ (or reuse them from the workdir), export the
+full-length knowledge states, run the nested-CV sklearn stage, the NLG / correlation analyses, and write
+<workdir>/report.md (see launch/stem_lib/pipeline.py for the layout and docs/stem.md).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from datasets.registry import DatasetError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/stem_*.py file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; reused on re-runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from launch.stem_lib import pipeline
+
+    try:
+        results = pipeline.run(_CONFIG.value, _WORKDIR.value)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+    print(f"done in {results['timings']['total_s']:.0f} s; acceptance: {results['acceptance']}")
+    print(f"report: {_WORKDIR.value}/report.md")
+
+
+if __name__ == "__main__":
+    app.run(main)
