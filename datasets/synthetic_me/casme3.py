@@ -52,6 +52,9 @@ def plan(cfg: GenConfig) -> Release:
         rng = rng_for(cfg, "labels")
         per_subject = {s: sample_labels(rng, LEARNABLE_WEIGHTS, cfg.clips_per_subject)
                        for s in _subjects(cfg.num_subjects)}
+        if cfg.quirks and not any("others" in v for v in per_subject.values()):
+            first = next(iter(per_subject))  # the 'Others' quirk needs an others row
+            per_subject[first][0] = "others"
     rows: list[Row] = []
     videos: list[tuple[VideoPlan, list[Row]]] = []
     short_done = not cfg.quirks
@@ -109,7 +112,7 @@ def _plant_quirks(cfg: GenConfig, rows: list[Row]) -> list[dict]:
     official = cfg.profile == "official_counts"
     others = [r for r in rows if r.emotion == "others"]
     if not official:  # official_counts already holds the 3 'Others' rows of the real table
-        for r in others[1:4:2]:
+        for r in others[::2][:2]:
             r.emotion = r.cells["emotion"] = "Others"
     for r in rows:
         if r.emotion == "Others":

@@ -83,7 +83,7 @@ def plan_release(cfg: GenConfig) -> Release:
 def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, clips_per_subject: int | None = None,
              seed: int = 0, variants: Sequence[str] | None = None, frame_size: int | Sequence[int] | None = None,
              clip_len: tuple[int, int] | None = None, quirks: bool = True, profile: str = "learnable",
-             show_progress: bool = False) -> dict[str, Any]:
+             write_frames: bool = True, show_progress: bool = False) -> dict[str, Any]:
     """Writes a synthetic ``dataset`` release into ``out_dir`` (what a user's manual_dir would hold).
 
     Args:
@@ -98,6 +98,8 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
       quirks: plant the documented annotation/layout quirks (listed in the summary).
       profile: 'learnable' (random labels, demo data) or 'official_counts' (the real class/subject tables
         with tiny short clips).
+      write_frames: False writes only the annotation file(s) (fast checks of the tables).
+      show_progress: a progress bar over the videos.
     Returns:
       A summary dict: counts per class and subject, planted quirks with their Excel rows, junk files,
       the per-clip truth (rendered onset/apex/offset, AUs) and the files written.
@@ -110,8 +112,8 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
     release.write_annotations(out_dir)
     assets: dict[str, SubjectAssets] = {}
     files = 0
-    videos = release.videos
-    if show_progress:
+    videos = release.videos if write_frames else []
+    if show_progress and write_frames:
         from launch.progress import progress
         videos = progress(videos, total=len(release.videos), desc=f"synthetic {dataset}", unit="video")
     for video in videos:
@@ -119,7 +121,8 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
             rng = np.random.default_rng(seed_for(cfg, "identity", video.subject))
             assets[video.subject] = SubjectAssets.create(sample_identity(rng, cfg.frame_size))
         files += render_video(assets[video.subject], video, out_dir)
-    for rel_path, content in release.junk.items():
+    for rel_path, content in (release.junk.items() if write_frames else ()):
+        os.makedirs(os.path.dirname(os.path.join(out_dir, rel_path)), exist_ok=True)
         with open(os.path.join(out_dir, rel_path), "wb") as f:
             f.write(content)
     return _summary(cfg, release, out_dir, files, time.perf_counter() - start)
