@@ -88,8 +88,9 @@ def pearson_per_column(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     y = np.asarray(labels, np.float64)
     xc, yc = x - x.mean(0), y - y.mean()
     denom = np.sqrt((xc ** 2).sum(0) * (yc ** 2).sum())
+    constant = x.std(0) <= 1e-9 * np.maximum(1.0, np.abs(x).max(0)) if len(x) else np.ones(x.shape[1], bool)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (xc * yc[:, None]).sum(0) / denom, np.nan)
+        return np.where((denom > 0) & ~constant, (xc * yc[:, None]).sum(0) / denom, np.nan)
 
 
 def welch_per_column(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -138,6 +138,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     results = {"num_labelled": len(labelled), "num_stem": int(labelled.labels.sum()),
                "num_submission": len(submission), "num_skills": len(skill_vocab), "kt": kt_results,
+               "outer_folds": config.sklearn.outer_folds, "inner_folds": config.sklearn.inner_folds,
                "classification": clf["frame"].drop(columns=["best_params_per_fold"]).to_dict("records"),
                "submission_cell": list(clf["best"]), "analyses": ana, "timings": timings,
                "acceptance": acceptance(clf["frame"], ana)}

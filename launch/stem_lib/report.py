@@ -115,7 +115,9 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
         t = kt.get("test") or {}
         lines.append(f"| {name} | {_fmt(t.get('auc_n'))} | {_fmt(t.get('auc_c'))} | {_fmt(t.get('w1'))} | "
                      f"{_fmt(t.get('w2'))} | {_fmt(kt.get('best_epoch'))} | {_fmt(kt.get('epochs_run'))} |")
-    lines += ["", "## isSTEM classification (outer StratifiedKFold(5), mean ± 2 std; selection on inner folds only)",
+    lines += ["", f"## isSTEM classification (outer StratifiedKFold({results['outer_folds']}), mean ± 2 std over "
+              f"folds; RFECV + GridSearchCV on inner StratifiedKFold({results['inner_folds']}) of the outer "
+              "training fold only)",
               "", markdown_table(frame), "",
               f"Submission model: {' / '.join(results['submission_cell'])} (best mean AUC+(1-RMSE)); "
               "files classify/submission.txt and classify/submission.csv.", "",
