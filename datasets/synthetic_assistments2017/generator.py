@@ -24,8 +24,8 @@ from datasets.assistments2017 import schema
 from datasets.synthetic_assistments2017 import clickstream, latent
 from datasets.synthetic_assistments2017.ground_truth import effect_summary, nlg_of_trajectory
 
-STEM_COEFFICIENTS = {"stem_mastery": 2.0, "learning_gain": 0.5, "AveResConf": -0.3, "AveResEngcon": 0.3,
-                     "AveCarelessness": -0.2}
+STEM_COEFFICIENTS = {"stem_mastery": 2.5, "learning_gain": 0.3, "AveResConf": -0.2, "AveResEngcon": 0.2,
+                     "AveCarelessness": -0.15}
 _TOPICS = ["addition", "subtraction", "multiplication", "division", "fraction", "decimal", "percent", "ratio",
            "proportion", "equation", "inequality", "exponent", "square-root", "area", "perimeter", "volume",
            "angle", "triangle", "circle", "polygon", "coordinate", "slope", "probability", "mean-median-mode",
@@ -56,12 +56,14 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
              num_submission: int | None = None, num_submission_overlap: int | None = None,
              stem_rate: float = 0.25, num_stem_skills: int = 12, num_log_files: int = 10,
              single_file: bool = False, write_index: bool = False, shuffle_rows: bool = False,
-             num_problems: int = 3162, stem_noise_sd: float = 0.5, effect_cv: bool = True) -> dict[str, Any]:
+             num_problems: int = 3162, stem_coefficients: dict[str, float] | None = None,
+             stem_noise_sd: float = 0.5, effect_cv: bool = True) -> dict[str, Any]:
     """Writes the synthetic release into ``out_dir`` and the ground truth into ``ground_truth_dir``.
 
     Label counts default to the real ones scaled by ``num_students / 1709`` (467 labelled students, 47 duplicate
     rows, 172 submission rows, 48 of them overlapping). ``shuffle_rows`` writes each log file's rows in random
     order (the builder sorts by actionId); ``write_index`` adds the pandas index column (``Unnamed: 0``);
+    ``stem_coefficients`` overrides entries of STEM_COEFFICIENTS (weights on z-scored features);
     ``effect_cv`` adds cross-validated reference AUCs (SP vs SP + true mastery) to the ground-truth effects.
     Returns a summary dict (paths, sizes, prevalence, planted effect sizes). Same seed -> identical files.
     """
@@ -117,7 +119,11 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
     learning_gain = nlg_of_trajectory(trajectory, sidx, pos, lengths)
     features = {"stem_mastery": stem_mastery, "learning_gain": learning_gain,
                 **{k: per_student[k] for k in ("AveResConf", "AveResEngcon", "AveCarelessness")}}
-    score = sum(w * _zscore(features[k]) for k, w in STEM_COEFFICIENTS.items())
+    coefficients = {**STEM_COEFFICIENTS, **(stem_coefficients or {})}
+    unknown = set(coefficients) - set(features)
+    if unknown:
+        raise ValueError(f"unknown stem_coefficients {sorted(unknown)}; known: {sorted(features)}.")
+    score = sum(w * _zscore(features[k]) for k, w in coefficients.items())
     score = score + rng.normal(0, stem_noise_sd, num_students)
     intercept = brentq(lambda b: expit(score + b).mean() - stem_rate, -20, 20)
     p_stem = expit(score + intercept)
@@ -179,7 +185,7 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
                         skill_difficulty=skills.difficulty, skill_learn_logit=skills.learn_logit,
                         skill_guess=skills.guess, skill_slip=skills.slip)
     effects = effect_summary(table, final, schema.SP_COLUMNS, seed=seed, with_cv=effect_cv)
-    effects.update({"coefficients_on_zscores": STEM_COEFFICIENTS, "intercept": float(intercept),
+    effects.update({"coefficients_on_zscores": coefficients, "intercept": float(intercept),
                     "noise_sd": stem_noise_sd, "stem_skills": names[skills.is_stem].tolist()})
     with open(os.path.join(gt_dir, "effects.json"), "w") as f:
         json.dump(effects, f, indent=2)

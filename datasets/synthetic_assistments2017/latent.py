@@ -3,7 +3,7 @@
 Per student s: general ability theta_s, a math/STEM aptitude phi_s and a learning-rate factor rho_s, all N(0, 1).
 Per skill k: difficulty a_k, learn rate t_k, guess g_k, slip sl_k; a subset of "STEM skills".
 
-* initial mastery m0[s,k] = sigmoid(a_k + 0.8 theta_s) for other skills and sigmoid(a_k + 0.3 theta_s + phi_s) for
+* initial mastery m0[s,k] = sigmoid(a_k + theta_s) for other skills and sigmoid(a_k + 1.5 phi_s) for
   STEM skills (so per-skill knowledge states separate phi from theta, which the SP averages mix)
 * per-practice transition T[s,k] = sigmoid(t_k + 0.6 rho_s)
 * mastery before the n-th practice (BKT marginal): m = 1 - (1 - m0) (1 - T)^n
@@ -60,8 +60,8 @@ def draw_students(rng: np.random.Generator, num_students: int) -> StudentParams:
 def initial_mastery(skills: SkillParams, students: StudentParams) -> np.ndarray:
     """(S, K) mastery before any practice."""
     stem = skills.is_stem[None, :]
-    return expit(skills.difficulty[None, :] + np.where(stem, 0.3, 0.8) * students.theta[:, None]
-                 + stem * students.phi[:, None])
+    return expit(skills.difficulty[None, :] + np.where(stem, 0.0, 1.0) * students.theta[:, None]
+                 + 1.5 * stem * students.phi[:, None])
 
 
 def transition(skills: SkillParams, students: StudentParams) -> np.ndarray:
