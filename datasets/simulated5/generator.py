@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logsumexp
 from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
 from datasets.kt_csv.three_line import write_three_line
 
@@ -69,7 +70,7 @@ def bayes_filter(correct: np.ndarray, beta: np.ndarray, concepts: np.ndarray, nu
         exposures[concepts[t]] += 1
 
     out = np.empty((num_students, num_steps), np.float64)
-    for lo in range(0, num_students, block):
+    for lo in tqdm(range(0, num_students, block), desc="Bayes filter", unit="block", disable=None):
         ans = correct[lo:lo + block]
         n = ans.shape[0]
         # log-likelihood of each concept's answers so far on the (alpha_0, g) grid, incl. the alpha prior.

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
+from tqdm.auto import tqdm
 
 from datasets.assistments2017 import schema
 from datasets.synthetic_assistments2017 import clickstream, latent
@@ -160,7 +161,7 @@ def generate(out_dir: str, *, ground_truth_dir: str | None = None, num_students:
     else:
         files = [f"student_log_{i + 1}.csv" for i in range(num_log_files)]
         bounds = np.searchsorted(sidx, np.linspace(0, num_students, num_log_files + 1).round().astype(int))
-    for i, name in enumerate(files):
+    for i, name in enumerate(tqdm(files, desc="writing logs", unit="file", disable=None)):
         rows = slice(bounds[i], bounds[i + 1])
         frame = pd.DataFrame({c: cols[c][rows] for c in schema.LOG_COLUMNS}, index=np.arange(n)[rows])
         if single_file:
