@@ -154,3 +154,13 @@ def test_kt_csv_missing_file_dir_and_config(tmp_path):
         registry.build("kt_csv/assist2009", str(tmp_path / "nowhere"), str(tmp_path / "tfds"))
     with pytest.raises(DatasetError, match="Unknown config 'assist2099'"):
         registry.build("kt_csv/assist2099", str(tmp_path / "m"), str(tmp_path / "tfds"))
+
+
+def test_three_line_reader_crlf_and_integral_floats(tmp_path):
+    path = _write(str(tmp_path / "f.csv"), "3\r\n12.0,7,7,\r\n1,0,1\r\n\r\n")
+    (record,) = read_three_line(path)
+    np.testing.assert_array_equal(record.skills, [12, 7, 7])
+    np.testing.assert_array_equal(record.correct, [1, 0, 1])
+    _write(path, "2\n1.5,2\n0,1\n")
+    with pytest.raises(DatasetError, match=r"f\.csv, line 2: skill-id field '1\.5' is not an integer"):
+        read_three_line(path)
