@@ -8,12 +8,14 @@ Public API::
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from fdp_jax.configs import ModelSpec, get_model_config, model_spec
+from fdp_jax.configs import MODES, SIZES, ModelSpec, get_model_config, model_spec
 from fdp_jax.models import FDP, build_model, dummy_clips
 from fdp_jax.rank_pooling import (dynamic_image, dynamic_image_target, dynamic_image_target_np,
                                   rank_pooling_coefficients)
@@ -26,7 +28,7 @@ __all__ = ["FDP", "ModelSpec", "apply", "build_model", "dynamic_image", "dynamic
 def init(rng: jax.Array, config: Any = None, batch_size: int = 1) -> dict:
     """Fresh variables ``{'params', 'batch_stats'}`` for ``config`` (default: full paper-mode FDP)."""
     model = build_model(get_model_config() if config is None else config)
-    return model.init({"params": rng}, dummy_clips(model.spec, batch_size), train=False)
+    return jax.jit(lambda r: model.init({"params": r}, dummy_clips(model.spec, batch_size), train=False))(rng)
 
 
 def apply(variables: dict, clips: jax.Array, train: bool = False, *, config: Any = None,
@@ -49,37 +51,29 @@ def apply(variables: dict, clips: jax.Array, train: bool = False, *, config: Any
     return logits, jax.nn.sigmoid(di_logits)
 
 
+@functools.lru_cache(maxsize=32)
+def _preset_shapes(size: str, mode: str, num_classes: int) -> tuple[ModelSpec, dict]:
+    spec = model_spec(get_model_config(size, mode, num_classes=num_classes))
+    model = FDP(spec)
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, dummy_clips(spec, 1)))
+    return spec, _shape_tree(shapes)
+
+
+def _shape_tree(variables: Any) -> dict:
+    return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in jax.tree_util.tree_leaves_with_path(
+        {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})}
+
+
 def spec_from_variables(variables: dict) -> ModelSpec:
-    """Reads the model structure from parameter shapes. The official structure (no GFA, dense MHCA) maps
-    to the ``reference_compat`` preset (raw reshape), everything else to ``time_major``; strides,
-    sr_ratios and head_dim are the defaults. Pass ``config=`` to :func:`apply` for other combinations."""
-    params = variables["params"]
-    enc = params["frame_rep"]
-    stem_chs = tuple(int(enc[f"stem_{i}"]["conv"]["kernel"].shape[-1]) for i in range(3))
-    in_channels = int(enc["stem_0"]["conv"]["kernel"].shape[2])
-    blocks = [enc[f"features_{i}"] for i in range(sum(k.startswith("features_") for k in enc))]
-    use_gfa = any("e_mhsa" in b for b in blocks)
-    depths, lfa_widths, gfa_widths = [], [], []
-    for b in blocks:
-        width = int(b["mlp"]["conv2"]["kernel"].shape[-1])
-        if "e_mhsa" in b:
-            gfa_widths.append(width)
-            continue
-        new_stage = (not depths) or ("patch_embed" in b and (use_gfa is False or len(gfa_widths) == len(depths)))
-        if new_stage:
-            depths.append(0)
-            lfa_widths.append(width)
-        depths[-1] += 1
-    mhca_dense = "projection" not in blocks[0]["mhca"]
-    mer = params["mer"]
-    image_size = int(round(int(enc["proj_head_0"]["kernel"].shape[-1]) ** 0.5))
-    n = len(depths)
-    return model_spec(dict(
-        image_size=image_size, in_channels=in_channels, num_frames=int(mer["conv3d_kernel"].shape[2]),
-        num_classes=int(mer["fc2"]["kernel"].shape[-1]), mer_hidden=int(mer["fc1"]["kernel"].shape[-1]),
-        rank_channels=int(mer["conv3d_kernel"].shape[-1]), stem_chs=stem_chs, depths=tuple(depths),
-        lfa_widths=tuple(lfa_widths), gfa_widths=tuple(gfa_widths) if use_gfa else (128, 256, 512, 1024)[:n],
-        strides=(1, 2, 2, 2)[:n], sr_ratios=(8, 4, 2, 1)[:n], use_gfa=use_gfa,
-        segnet_width=int(params["dyimg_net"]["conv11"]["kernel"].shape[-1]) / 64.0,
-        mhca="dense" if mhca_dense else "grouped",
-        temporal_layout="raw" if (mhca_dense and not use_gfa) else "time_major"))
+    """The preset (size x mode, :mod:`fdp_jax.configs`) whose parameter shapes match ``variables``
+    (``num_classes`` read from the MER head). Raises ``ValueError`` when none matches: then pass
+    ``config=`` to :func:`apply`."""
+    num_classes = int(np.shape(variables["params"]["mer"]["fc2"]["kernel"])[-1])
+    got = _shape_tree(variables)
+    for size in SIZES:
+        for mode in MODES:
+            spec, want = _preset_shapes(size, mode, num_classes)
+            if want == got:
+                return spec
+    raise ValueError("variables do not match any FDP preset (sizes %s x modes %s); pass config= to "
+                     "fdp_jax.apply" % (SIZES, MODES))

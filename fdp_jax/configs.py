@@ -30,7 +30,7 @@ def _size_fields(size: str) -> dict:
         return dict(image_size=64, stem_chs=(32, 16, 32), depths=(1, 1, 2, 1),
                     lfa_widths=(48, 96, 192, 256), gfa_widths=(128, 128, 256, 384), segnet_width=0.25)
     if size == "tiny":  # unit tests only: 32x32 frames, 1024-d frame features
-        return dict(image_size=32, stem_chs=(16, 8, 16), depths=(1, 1, 1, 1),
+        return dict(image_size=32, stem_chs=(16, 8, 16), depths=(1, 1, 1, 1), sr_ratios=(4, 2, 1, 1),
                     lfa_widths=(32, 32, 64, 64), gfa_widths=(128, 128, 128, 128), segnet_width=0.125)
     raise ValueError(f"Unknown FDP size {size!r}; expected one of {SIZES}.")
 
