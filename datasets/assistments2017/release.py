@@ -58,8 +58,9 @@ def _numeric(frame: pd.DataFrame, column: str, path: str, *, required: bool) -> 
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         if required:
-            raise DatasetError(f"{path}, column {column!r}, line {row + 2}: non-numeric value "
-                               f"{raw.iloc[row]!r}.")
+            value = raw.iloc[row]
+            what = "empty value" if pd.isna(value) else f"non-numeric value {value!r}"
+            raise DatasetError(f"{path}, column {column!r}, line {row + 2}: {what}.")
     return values.astype(np.float64), int(bad.sum())
 
 
