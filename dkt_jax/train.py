@@ -167,7 +167,9 @@ def evaluate(params: Any, seqs: ip.Sequences, num_skills: int, *, batch_size: in
 def reference_aucs(seqs: ip.Sequences) -> dict[str, float]:
     """Oracle / Bayes-optimal AUC over the same next-step targets, from ``p_true`` / ``p_bayes`` extras."""
     out = {}
-    labels = np.concatenate([c[1:] for c in seqs.correct]) if len(seqs) else np.zeros(0)
+    if not len(seqs):
+        return out
+    labels = np.concatenate([c[1:] for c in seqs.correct])
     for name, key in (("oracle_auc", "p_true"), ("bayes_auc", "p_bayes")):
         if key in seqs.extras:
             scores = np.concatenate([np.asarray(p)[1:] for p in seqs.extras[key]])
@@ -261,8 +263,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt.close()
     train_time = time.time() - t_train
 
-    test_seqs = data.test
-    test = evaluate(best_params, test_seqs, data.num_skills, desc="test", **eval_kw)
+    test_seqs = data.test if config.get("evaluate_test", True) else data.test.subset([])
+    test = (evaluate(best_params, test_seqs, data.num_skills, desc="test", **eval_kw) if len(test_seqs)
+            else {k: float("nan") for k in metrics.METRIC_NAMES} | {"num_targets": 0})
     results = {"test": test, **reference_aucs(test_seqs), "best_epoch": meta["best_epoch"],
                "epochs_run": meta["epoch"], "best_val_auc_n": meta["best_val_auc"],
                "early_stopped": bool(meta["stopped"]), "train_time_s_this_run": train_time,

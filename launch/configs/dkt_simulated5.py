@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.parallelism = "jit"             # 'jit' (NamedSharding) or 'pmap'
     c.num_devices = 0                 # 0 = all devices
     c.keep_checkpoints = 2
+    c.evaluate_test = True            # False for hyper-parameter tuning runs (validation only)
     c.seed = 0
     return c
 
