@@ -8,7 +8,7 @@ import time
 from typing import Any, Sequence
 
 from datasets.synthetic_me.common import GenConfig, Release, finalize_quirks, seed_for
-from datasets.synthetic_me.faces import sample_identity
+from datasets.synthetic_me.faces import face_box, sample_identity
 from datasets.synthetic_me.render import SubjectAssets, render_video
 
 import numpy as np
@@ -102,7 +102,8 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
       show_progress: a progress bar over the videos.
     Returns:
       A summary dict: counts per class and subject, planted quirks with their Excel rows, junk files,
-      the per-clip truth (rendered onset/apex/offset, AUs) and the files written.
+      the per-clip truth (rendered onset/apex/offset, AUs), each subject's face box in the raw frames (the
+      region the "cropped" variants cut out) and the files written.
     """
     cfg = make_config(dataset, num_subjects=num_subjects, clips_per_subject=clips_per_subject, seed=seed,
                       variants=variants, frame_size=frame_size, clip_len=clip_len, quirks=quirks, profile=profile)
@@ -125,10 +126,13 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
         os.makedirs(os.path.dirname(os.path.join(out_dir, rel_path)), exist_ok=True)
         with open(os.path.join(out_dir, rel_path), "wb") as f:
             f.write(content)
-    return _summary(cfg, release, out_dir, files, time.perf_counter() - start)
+    boxes = {v.subject: face_box(sample_identity(np.random.default_rng(seed_for(cfg, "identity", v.subject)),
+                                                 cfg.frame_size)) for v in release.videos}
+    return _summary(cfg, release, out_dir, files, time.perf_counter() - start, boxes)
 
 
-def _summary(cfg: GenConfig, release: Release, out_dir: str, files: int, seconds: float) -> dict[str, Any]:
+def _summary(cfg: GenConfig, release: Release, out_dir: str, files: int, seconds: float,
+             boxes: dict[str, tuple[int, int, int, int]]) -> dict[str, Any]:
     micro = [r for r in release.rows if not r.macro]
     per_class = collections.Counter(r.emotion for r in micro)
     per_subject = collections.Counter(r.subject for r in micro)
@@ -143,5 +147,6 @@ def _summary(cfg: GenConfig, release: Release, out_dir: str, files: int, seconds
         "clips": [{"key": r.key, "subject": r.subject, "emotion": r.emotion, "aus": r.aus, "macro": r.macro,
                    "excel_row": r.excel_row, "onset": r.event.onset, "apex": r.event.apex,
                    "offset": r.event.offset, "frame_dirs": dict(r.frame_dirs)} for r in release.rows],
+        "face_boxes": {s: list(b) for s, b in sorted(boxes.items())},  # raw-frame (x0, y0, x1, y1) per subject
         "files_written": files, "seconds": round(seconds, 3),
     }

@@ -28,17 +28,23 @@ def frame_path(folder: str, number: int) -> str:
     raise FileNotFoundError(f"no frame {number} in {folder}")
 
 
-def _load(out_dir: str, clip: dict[str, Any], variant: str, number: int, size: int) -> np.ndarray:
+def _load(out_dir: str, clip: dict[str, Any], variant: str, number: int, size: int,
+          box: list[int] | None) -> np.ndarray:
     img = cv2.imread(frame_path(os.path.join(out_dir, clip["frame_dirs"][variant]), number), cv2.IMREAD_GRAYSCALE)
+    if box is not None:  # raw frames: cut the subject's face box (what a face detector would give)
+        x0, y0, x1, y1 = box
+        img = img[y0:y1, x0:x1]
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def probe_features(summary: dict[str, Any], variant: str, size: int = 32,
-                   min_fraction: float = 0.08) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                   min_fraction: float = 0.08, face_crop: bool | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Onset, apex and apex - onset features (N, size*size) of the micro rows, labels (N,), subjects (N,).
 
+    ``face_crop`` (default: for every variant but 'cropped') cuts ``summary['face_boxes']`` out of raw frames.
     Classes holding fewer than ``min_fraction`` (8%) of the rows are left out (e.g. CASME II fear/sadness)."""
     out_dir = summary["out_dir"]
+    face_crop = variant != "cropped" if face_crop is None else face_crop
     clips = [c for c in summary["clips"] if not c["macro"] and variant in c["frame_dirs"]]
     counts = collections.Counter(c["emotion"].lower() for c in clips)
     keep = {e for e, n in counts.items() if n >= min_fraction * len(clips)}
@@ -47,8 +53,9 @@ def probe_features(summary: dict[str, Any], variant: str, size: int = 32,
     for c in clips:
         if c["emotion"].lower() not in keep:
             continue
-        onset = _load(out_dir, c, variant, c["onset"], size)
-        apex = _load(out_dir, c, variant, c["apex"], size)
+        box = summary["face_boxes"][c["subject"]] if face_crop else None
+        onset = _load(out_dir, c, variant, c["onset"], size, box)
+        apex = _load(out_dir, c, variant, c["apex"], size, box)
         feats["onset"].append(onset.ravel())
         feats["apex"].append(apex.ravel())
         feats["apex-onset"].append((apex - onset).ravel())
@@ -84,7 +91,7 @@ def linear_probe(summary: dict[str, Any], variant: str = "cropped", size: int = 
     return result
 
 
-def preview_png(summary: dict[str, Any], path: str, variant: str = "cropped", per_class: int = 2) -> str:
+def preview_png(summary: dict[str, Any], path: str, variant: str = "cropped", per_class: int = 1) -> str:
     """A grid: for ``per_class`` clips of each class, onset | apex | 4x(apex - onset). Returns ``path``."""
     import matplotlib
     matplotlib.use("Agg")

@@ -96,7 +96,7 @@ def render_video(assets: SubjectAssets, plan: VideoPlan, out_dir: str, jpeg_qual
     blink_len = max(int(round(0.15 * plan.fps)), 2)
     blinks = [int(rng.integers(frames[0] - blink_len, frames[-1] + 1)) for _ in range(n_blinks)]
     # Head jitter: a per-video offset plus a slow random walk; the cropped ("registered") variant keeps 20%.
-    walk = np.cumsum(rng.normal(0.0, 0.12 * scale * np.sqrt(200.0 / plan.fps), (span, 2)), axis=0)
+    walk = np.cumsum(rng.normal(0.0, 0.06 * scale * np.sqrt(200.0 / plan.fps), (span, 2)), axis=0)
     jitter = walk - walk.mean(axis=0) + rng.uniform(-1.5, 1.5, 2) * scale
     # Per-video lighting: gain and a gradient; per-frame flicker.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
