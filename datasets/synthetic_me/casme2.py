@@ -8,6 +8,7 @@ from datasets.synthetic_me import aus as au_lib
 from datasets.synthetic_me.common import (GenConfig, Release, Row, assign_to_subjects, intensity, quirk,
                                           rng_for, sample_labels, sample_timing, seed_for)
 from datasets.synthetic_me.render import Event, Output, VideoPlan
+from datasets.synthetic_me.xlsx import finalize_xlsx
 
 ANNOTATION_FILE = "CASME2-coding-20190701.xlsx"
 HEADER = ("Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None, "Action Units",
@@ -164,3 +165,4 @@ def write_xlsx(out_dir: str, rows: list[Row]) -> None:
     wb.create_sheet("Sheet2")
     wb.create_sheet("Sheet3")
     wb.save(f"{out_dir}/{ANNOTATION_FILE}")
+    finalize_xlsx(f"{out_dir}/{ANNOTATION_FILE}")

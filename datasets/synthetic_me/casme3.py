@@ -11,6 +11,7 @@ from datasets.synthetic_me import aus as au_lib
 from datasets.synthetic_me.common import (GenConfig, Release, Row, assign_to_subjects, intensity, quirk,
                                           rng_for, sample_labels, seed_for, sequential_timings)
 from datasets.synthetic_me.render import Event, Output, VideoPlan
+from datasets.synthetic_me.xlsx import finalize_xlsx
 
 ANNOTATION_FILE = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
 HEADER = ("Subject", "Filename", "Onset", "Apex", "Offset", "AU", "Objective class", "emotion")
@@ -153,3 +154,4 @@ def write_xlsx(out_dir: str, rows: list[Row]) -> None:
     wb.create_sheet("Sheet1")
     wb.create_sheet("Sheet3")
     wb.save(f"{out_dir}/{ANNOTATION_FILE}")
+    finalize_xlsx(f"{out_dir}/{ANNOTATION_FILE}")

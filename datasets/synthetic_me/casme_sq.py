@@ -10,6 +10,7 @@ from datasets.synthetic_me import aus as au_lib
 from datasets.synthetic_me.common import (GenConfig, Release, Row, assign_to_subjects, intensity, quirk,
                                           rng_for, sample_labels, seed_for, sequential_timings)
 from datasets.synthetic_me.render import Event, Output, VideoPlan
+from datasets.synthetic_me.xlsx import finalize_xlsx
 
 ANNOTATION_FILE = "CAS(ME)^2code_final.xlsx"
 SHEETS = ("CASFEcode_final", "naming rule1", "naming rule2")
@@ -174,3 +175,4 @@ def write_xlsx(out_dir: str, rows: list[Row], num_subjects: int) -> None:
         rule2.cell(row=i, column=1, value=code).number_format = "@"
         rule2.cell(row=i, column=2, value=stim)
     wb.save(f"{out_dir}/{ANNOTATION_FILE}")
+    finalize_xlsx(f"{out_dir}/{ANNOTATION_FILE}")

@@ -7,7 +7,7 @@ from datasets.synthetic_me import aus as au_lib
 from datasets.synthetic_me.common import (GenConfig, Release, Row, assign_to_subjects, intensity, quirk,
                                           rng_for, sample_labels, sample_timing, seed_for)
 from datasets.synthetic_me.render import Event, Output, VideoPlan
-from datasets.synthetic_me.xlsx import inject_formulas
+from datasets.synthetic_me.xlsx import finalize_xlsx
 
 ANNOTATION_FILE = "SAMM_Micro_FACS_Codes_v2.xlsx"
 SHEET = "MICRO_ONLY"
@@ -152,4 +152,4 @@ def write_xlsx(out_dir: str, rows: list[Row]) -> None:
         formulas[f"G{i}"] = f"SUM(F{i}-D{i})+1"
     path = f"{out_dir}/{ANNOTATION_FILE}"
     wb.save(path)
-    inject_formulas(path, 0, formulas)
+    finalize_xlsx(path, {0: formulas})
