@@ -405,7 +405,8 @@ def test_landmark_alignment_and_clip_box():
     assert (five.max(0) - five.min(0)).max() == pytest.approx(63 / 2.5)                 # enlarge 2.5
     # Haar path: one median box per clip from a (fake) detector; frames without a face are ignored.
     boxes = iter([[(10, 10, 40, 40)], [], [(12, 10, 40, 40), (0, 0, 5, 5)], [(14, 10, 44, 44)]])
-    box = preprocess.clip_box([np.zeros((80, 80), np.uint8)] * 4, lambda f: next(boxes), box_enlarge=1.0)
+    box = preprocess.clip_box([np.zeros((80, 80), np.uint8)] * 4, lambda f: next(boxes), box_enlarge=1.0,
+                              max_frames=4)
     assert box == preprocess.Box(32.0, 30.0, 20.0)
     assert preprocess.clip_box([np.zeros((8, 8), np.uint8)], lambda f: [], box_enlarge=1.2) is None
 

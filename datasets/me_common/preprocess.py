@@ -15,6 +15,7 @@ import numpy as np
 NUM_FRAMES = 8
 IMAGE_SIZE = 64
 SAMPLING_MODES = ("uniform", "reference")
+DETECT_SIZE = 160.0  # Haar detection runs on frames downscaled to this long side (faces fill most of a frame)
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -104,7 +105,7 @@ def haar_detector() -> Callable[[np.ndarray], list[tuple[int, int, int, int]]] |
         return None
 
     def detect(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        scale = min(1.0, 320.0 / max(gray.shape))
+        scale = min(1.0, DETECT_SIZE / max(gray.shape))
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
         boxes = cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5,
                                          minSize=(max(16, small.shape[0] // 8),) * 2)
@@ -113,13 +114,16 @@ def haar_detector() -> Callable[[np.ndarray], list[tuple[int, int, int, int]]] |
     return detect
 
 
-def clip_box(frames: Sequence[np.ndarray], detect: Callable | None, *, box_enlarge: float = 1.2) -> Box | None:
-    """One box for the whole clip: the largest detection of each frame, the median centre and size over the
-    frames with a detection (robust temporal smoothing), enlarged by ``box_enlarge``. None if no face."""
+def clip_box(frames: Sequence[np.ndarray], detect: Callable | None, *, box_enlarge: float = 1.2,
+             max_frames: int = 3) -> Box | None:
+    """One box for the whole clip: the largest detection of each of ``max_frames`` evenly spaced frames
+    (first, middle, last by default), the median centre and size over the frames with a detection (robust
+    temporal smoothing), enlarged by ``box_enlarge``. None if no face."""
     if detect is None:
         return None
     found = []
-    for frame in frames:
+    picks = np.unique(np.round(np.linspace(0, len(frames) - 1, min(max_frames, len(frames)))).astype(int))
+    for frame in (frames[i] for i in picks):
         boxes = detect(frame)
         if len(boxes):
             x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
