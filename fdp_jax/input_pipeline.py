@@ -237,10 +237,20 @@ def eval_batches(clips: ClipTable, indices: np.ndarray, batch_size: int,
     return out
 
 
-def make_fold(clips: ClipTable, test_subject: str, config: ml_collections.ConfigDict, *, seed: int,
-              batch_size: int) -> Fold:
+def with_defaults(config: Any) -> ml_collections.ConfigDict:
+    """``default_config()`` overridden by the fields of ``config`` (a ConfigDict or dict; extra keys kept)."""
+    merged = default_config()
+    items = config.items() if hasattr(config, "items") else dict(config).items()
+    for key, value in items:
+        merged[key] = value
+    return merged
+
+
+def make_fold(clips: ClipTable, test_subject: str, config: Any, *, seed: int, batch_size: int) -> Fold:
     """LOSO fold ``test_subject``: train on the other subjects (minus ``config.validation_subjects`` drawn
-    from them), normalise with training-subject statistics ('train_stats') or per split ('reference')."""
+    from them), normalise with training-subject statistics ('train_stats') or per split ('reference').
+    ``config``: data options (see ``default_config``; missing fields take their defaults)."""
+    config = with_defaults(config)
     if test_subject not in set(clips.subject.tolist()):
         raise ValueError(f"test subject {test_subject!r} has no clips; subjects: {clips.subjects}")
     fit_subjects, val_subjects = split_subjects(clips.subject.tolist(), test_subject,
@@ -267,3 +277,19 @@ def make_fold(clips: ClipTable, test_subject: str, config: ml_collections.Config
                 test_batches=eval_batches(clips, rows["test"], eval_size, norms["test"]),
                 val_batches=eval_batches(clips, rows["val"], eval_size, norms["val"]) if len(rows["val"]) else None,
                 info=info)
+
+
+# ---------------------------------------------------------------- fdp_jax.train.LosoComponents adapters
+def prepare_source(config: ml_collections.ConfigDict, wd: Any = None) -> tuple[ClipTable, dict]:
+    """``LosoComponents.prepare_source``: the built dataset ``config.data.name`` from ``config.data.data_dir``."""
+    del wd
+    data = with_defaults(config.data)
+    return load_dataset(data.name, data.data_dir)
+
+
+def make_fold_data(source: ClipTable, test_subject: str, config: ml_collections.ConfigDict,
+                   dataset: dict | None = None) -> Fold:
+    """``LosoComponents.make_fold_data``: a ``Fold`` (same fields as ``fdp_jax.train.FoldData``) from
+    ``config.data``, ``config.seed`` and the global ``config.batch_size``."""
+    del dataset
+    return make_fold(source, test_subject, config.data, seed=config.seed, batch_size=config.batch_size)

@@ -163,3 +163,14 @@ def test_end_to_end_from_registry_build(tmp_path):
     batch = next(fold.train_iter)
     assert set(clips.subject[batch["index"]]) <= {"sub01", "sub03"}
     assert sorted(fold.info["test_clip_ids"]) == ["sub02/EP00_01", "sub02/EP01_01", "sub02/EP02_01"]
+
+
+def test_loso_component_adapters_fill_defaults():
+    """make_fold_data takes the trainer's config (config.data may hold only some fields)."""
+    import ml_collections
+    clips = make_table()
+    cfg = ml_collections.ConfigDict({"seed": 0, "batch_size": 4,
+                                     "data": {"name": "x", "validation_subjects": 1, "subjects": None}})
+    fold = ip.make_fold_data(clips, "s00", cfg, {})
+    assert fold.info["val_subjects"] and fold.val_batches and next(fold.train_iter)["frames"].shape[0] == 4
+    assert fold.info["normalization"]["train"]["kind"] == "train_stats"
