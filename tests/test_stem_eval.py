@@ -158,3 +158,16 @@ def test_pipelines_fit_with_tiny_grids():
     with pytest.raises(ValueError, match="grid preset"):
         classifiers.param_grid("lr", "huge")
     assert len(classifiers.param_grid("mlp", "paper")["hidden_layer_sizes"]) == 4 + 16 + 64
+
+
+class AlwaysFails(ClassifierMixin, BaseEstimator):
+    def fit(self, X, y):
+        raise RuntimeError("cannot fit this")
+
+
+def test_failing_cell_is_reported_not_fatal():
+    X, y = _data(n=40)
+    cells = {"bad": (Pipeline([("model", AlwaysFails())]), None, X)}
+    results = [r for _, r in evaluate.nested_cv_tasks(cells, y, outer_folds=2, inner_folds=2, seed=0)]
+    assert len(results) == 2 and all("cannot fit this" in r.error for r in results)
+    assert np.isnan(evaluate.summarize(results)["auc_mean"])

@@ -61,7 +61,12 @@ def run_classification(cfg: ml_collections.ConfigDict, labelled: features.Studen
         params = [r.best_params for r in fold_results]
         rows.append({"feature_set": fs, "model": model, **summary,
                      "best_params_per_fold": "; ".join(str(p) for p in params),
-                     "warnings": int(sum(r.num_warnings for r in fold_results))})
+                     "warnings": int(sum(r.num_warnings for r in fold_results)),
+                     "failed_folds": int(sum(r.error is not None for r in fold_results)),
+                     "errors": "; ".join(sorted({r.error for r in fold_results if r.error}))})
+        for r in fold_results:
+            if r.error:
+                logging.warning("%s / %s outer fold %d failed: %s", fs, model, r.fold, r.error)
         oof[(fs, model)] = evaluate.out_of_fold_proba(fold_results, len(y))
     order = {fs: i for i, fs in enumerate(list(cfg.feature_sets) + ["baseline"])}
     frame = report.results_frame(rows)
@@ -74,7 +79,7 @@ def run_classification(cfg: ml_collections.ConfigDict, labelled: features.Studen
     paths["bars"] = report.plot_feature_set_bars(frame[frame["feature_set"] != "baseline"],
                                                  os.path.join(out_dir, "auc_by_feature_set.png"))
     cells_only = frame[frame["feature_set"] != "baseline"]
-    best = cells_only.sort_values("score_mean", ascending=False).iloc[0]
+    best = cells_only.dropna(subset=["score_mean"]).sort_values("score_mean", ascending=False).iloc[0]
     best_key = (str(best["feature_set"]), str(best["model"]))
     paths.update(_submission(cells[best_key], labelled, submission, states, best_key, cfg, out_dir))
     np.savez_compressed(os.path.join(out_dir, "oof_proba.npz"), student_ids=labelled.student_ids, labels=y,

@@ -58,6 +58,7 @@ class FoldResult:
     num_features: int | None
     inner_best_score: float | None
     num_warnings: int = 0
+    error: str | None = None
 
 
 def _selected_features(estimator: Any) -> int | None:
@@ -75,8 +76,9 @@ def fit_outer_fold(pipeline: Any, grid: dict[str, list[Any]] | None, X: np.ndarr
     """
     X_train, y_train = X[train_index], y[train_index]
     if grid:
+        # A grid point that fails to fit scores nan (sklearn's FitFailedWarning, counted) and is not chosen.
         search = GridSearchCV(clone(pipeline), grid, scoring=scorer, cv=inner_cv, refit=True, n_jobs=1,
-                              error_score="raise")
+                              error_score=np.nan)
         search.fit(X_train, y_train)
         best, best_params, inner = search.best_estimator_, search.best_params_, float(search.best_score_)
     else:
@@ -114,10 +116,18 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
 
 def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k):
     # sklearn warnings (collinearity in QDA/LDA, MLP convergence...) are counted, not printed per fit.
+    # A fold whose every grid point fails is reported (error, nan metrics), not fatal to the whole run.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit_outer_fold(pipe, grid, X, y, tr, te, inner_cv=inner_cv(inner_folds, seed + 1 + k),
-                                scorer=scorer, fold=k)
+        try:
+            result = fit_outer_fold(pipe, grid, X, y, tr, te, inner_cv=inner_cv(inner_folds, seed + 1 + k),
+                                    scorer=scorer, fold=k)
+        except Exception as e:  # noqa: BLE001 - reported per cell in results.csv / report.md
+            nan = float("nan")
+            result = FoldResult(fold=k, test_index=np.asarray(te), proba=np.full(len(te), nan),
+                                metrics={m: nan for m in ("auc", "rmse", "score", "ap")}, best_params={},
+                                num_features=None, inner_best_score=None,
+                                error=f"{type(e).__name__}: {str(e)[:300]}")
     result.num_warnings = len(caught)
     return name, result
 

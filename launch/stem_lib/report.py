@@ -119,6 +119,8 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
               f"folds; RFECV + GridSearchCV on inner StratifiedKFold({results['inner_folds']}) of the outer "
               "training fold only)",
               "", markdown_table(frame), "",
+              *[f"- FAILED {r['feature_set']} / {r['model']}: {r['failed_folds']} outer fold(s): {r['errors']}"
+                for _, r in frame.iterrows() if r.get("failed_folds", 0)],
               f"Submission model: {' / '.join(results['submission_cell'])} (best mean AUC+(1-RMSE)); "
               "files classify/submission.txt and classify/submission.csv.", "",
               "## Acceptance checks", ""]
