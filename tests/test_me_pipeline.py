@@ -84,6 +84,24 @@ def test_determinism_and_resume():
     assert_batches_equal(take(resumed.train_iter, 5), expected)
 
 
+def test_resume_through_the_project_checkpointer(tmp_path):
+    """The train iterator's grain state goes through launch.checkpointing with the train state."""
+    import jax.numpy as jnp
+    from launch.checkpointing import Checkpointer
+    clips = make_table()
+    run = ip.make_fold(clips, "s02", config(), seed=4, batch_size=4)
+    take(run.train_iter, 3)
+    state = {"w": jnp.arange(3.0)}
+    with Checkpointer(str(tmp_path / "ckpt"), async_save=False) as ckpt:
+        ckpt.save(3, state, data_iter=run.train_iter, meta={"step": 3})
+    expected = take(run.train_iter, 4)
+    fresh = ip.make_fold(clips, "s02", config(), seed=4, batch_size=4)
+    with Checkpointer(str(tmp_path / "ckpt"), async_save=False) as ckpt:
+        restored = ckpt.restore_latest(state, data_iter=fresh.train_iter)
+    assert restored.step == 3
+    assert_batches_equal(take(restored.data_iter, 4), expected)
+
+
 def test_train_stats_normalisation_uses_training_subjects_only():
     clips = make_table()
     fold = ip.make_fold(clips, "s03", config(augment=False), seed=0, batch_size=5)
