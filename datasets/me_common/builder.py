@@ -223,7 +223,11 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     def _example(self, ann: ann_lib.ClipAnnotation, label: str, clip_dir: str, variant: FrameVariant,
                  crop: Callable, report: BuildReport) -> dict[str, Any]:
         where = {"file": ann.source, "row": ann.row, "clip": ann.key}
-        fmap = frames_lib.frame_map(clip_dir)
+        try:
+            fmap = frames_lib.frame_map(clip_dir)
+        except DatasetError as e:  # two files with one frame number: ambiguous, leave the clip out
+            report.skip("duplicate_frame_numbers", error=str(e), **where)
+            raise _SkipClip from e
         if not fmap:
             report.skip("no_frames", folder=clip_dir, **where)
             raise _SkipClip
