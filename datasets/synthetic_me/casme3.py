@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import string
 
-import numpy as np
 import openpyxl
 
 from datasets.synthetic_me import aus as au_lib

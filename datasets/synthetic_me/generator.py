@@ -7,11 +7,11 @@ import os
 import time
 from typing import Any, Sequence
 
+import numpy as np
+
 from datasets.synthetic_me.common import GenConfig, Release, finalize_quirks, seed_for
 from datasets.synthetic_me.faces import face_box, sample_identity
 from datasets.synthetic_me.render import SubjectAssets, render_video
-
-import numpy as np
 
 DATASETS = ("casme2", "samm", "casme_sq", "casme3")
 PROFILES = ("learnable", "official_counts")
@@ -87,7 +87,8 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
     """Writes a synthetic ``dataset`` release into ``out_dir`` (what a user's manual_dir would hold).
 
     Args:
-      out_dir: target folder (created); the release files go at its top level.
+      out_dir: target folder (created); the release files go at its top level. Files of the same name are
+        overwritten; other files already there are left alone (use an empty folder).
       dataset: 'casme2' | 'samm' | 'casme_sq' | 'casme3'.
       num_subjects, clips_per_subject: size of the 'learnable' profile (defaults 20 x 12).
       seed: everything is a deterministic function of (seed, dataset, config).
@@ -122,7 +123,10 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
             rng = np.random.default_rng(seed_for(cfg, "identity", video.subject))
             assets[video.subject] = SubjectAssets.create(sample_identity(rng, cfg.frame_size))
         files += render_video(assets[video.subject], video, out_dir)
-    for rel_path, content in (release.junk.items() if write_frames else ()):
+    if not write_frames:  # nothing but the spreadsheet is written, so no junk files either
+        release.quirks = [q for q in release.quirks if q["quirk"] != "junk_file"]
+        release.junk = {}
+    for rel_path, content in release.junk.items():
         os.makedirs(os.path.dirname(os.path.join(out_dir, rel_path)), exist_ok=True)
         with open(os.path.join(out_dir, rel_path), "wb") as f:
             f.write(content)

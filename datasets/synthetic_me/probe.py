@@ -37,8 +37,8 @@ def _load(out_dir: str, clip: dict[str, Any], variant: str, number: int, size: i
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def probe_features(summary: dict[str, Any], variant: str, size: int = 32,
-                   min_fraction: float = 0.08, face_crop: bool | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def probe_features(summary: dict[str, Any], variant: str, size: int = 32, min_fraction: float = 0.08,
+                   face_crop: bool | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Onset, apex and apex - onset features (N, size*size) of the micro rows, labels (N,), subjects (N,).
 
     ``face_crop`` (default: for every variant but 'cropped') cuts ``summary['face_boxes']`` out of raw frames.
