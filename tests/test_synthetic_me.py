@@ -133,7 +133,7 @@ def test_casme3_label_sheet_keys_and_both_frame_layouts(tmp_path):
 
 
 @pytest.mark.parametrize("dataset,expected", [
-    ("casme2", {"apex_slash", "apex_equals_onset", "apex_equals_offset", "junk_file"}),
+    ("casme2", {"apex_slash", "apex_equals_onset", "apex_equals_offset", "irregular_filename"}),
     ("samm", {"apex_before_onset", "apex_after_offset", "five_digit_frame_names"}),
     ("casme_sq", {"offset_zero", "happyiness_typo"}),
     ("casme3", {"Others_capitalised", "onset_typo", "short_clip"}),
