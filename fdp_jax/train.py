@@ -16,6 +16,7 @@ the test subject; the report labels such results as leaky.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -41,11 +42,14 @@ class StepFns:
     """What the LOSO loop needs from the model: compiled once, reused by every fold.
 
     init(rng) -> state placed on the mesh; train(state, batch, rng) -> (state, scalar metrics);
-    evaluate(state, batch) -> dict with 'logits' (B, C) and 'di_pred' (B, 64, 64).
+    evaluate(state, batch) -> dict with 'logits' (B, C) and 'di_pred' (B, 64, 64);
+    train_bn_frozen: the same step with BN in eval mode (official quirk, see config
+    ``eval_mode_after_first_epoch``), or None.
     """
     init: Callable[[jax.Array], Any]
     train: Callable[[Any, Batch, jax.Array], tuple[Any, Mapping[str, Any]]]
     evaluate: Callable[[Any, Batch], Mapping[str, Any]]
+    train_bn_frozen: Callable[[Any, Batch, jax.Array], tuple[Any, Mapping[str, Any]]] | None = None
 
 
 @dataclasses.dataclass
@@ -164,7 +168,10 @@ def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject
             if on_step is not None:
                 on_step(subject, step)
             batch = mesh_lib.shard_batch(next(data.train_iter), mesh)
-            state, step_metrics = step_fns.train(state, batch, jax.random.fold_in(step_key, step))
+            step_fn = step_fns.train
+            if config.get("eval_mode_after_first_epoch", False) and step >= data.info["steps_per_epoch"]:
+                step_fn = step_fns.train_bn_frozen  # official code: model.eval() is never undone
+            state, step_metrics = step_fn(state, batch, jax.random.fold_in(step_key, step))
             done = step + 1
             if done % config.log_every == 0 or done == num_steps:
                 scalars = {k: float(v) for k, v in jax.device_get(dict(step_metrics)).items()}
@@ -179,8 +186,11 @@ def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject
                     test = predict(step_fns, state, data.test_batches, mesh)
                     candidate = {"step": np.int64(done), "score": np.float64(score), **test}
                     _save_npz(candidate_path, **candidate)
-            if done % config.checkpoint_every == 0 and done < num_steps:
-                ckpt.save(done, state, data_iter=data.train_iter, meta={"step": done, "subject": subject})
+            if done % config.checkpoint_every == 0 or done == num_steps:
+                # The final step is kept too: launch.fdp_predict loads it (with the fold's normalisation).
+                meta = {"step": done, "subject": subject, "class_names": data.info.get("class_names"),
+                        "normalization": (data.info.get("normalization") or {}).get("train")}
+                ckpt.save(done, state, data_iter=data.train_iter, meta=meta, force=done == num_steps)
             bar.update(1)
         bar.close()
     finally:
@@ -254,3 +264,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         "plots": plots,
     }
     return report.write_results(wd, results)
+
+
+# ------------------------------------------------------------------ default components (real data + FDP)
+def _prepare_source(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir) -> tuple[Any, dict]:
+    """Builds (if needed) and loads ``config.data.name``; generates a synthetic release first when
+    ``config.data.synthetic.enabled`` and no ``manual_dir`` is given."""
+    from datasets import registry
+    from fdp_jax import input_pipeline
+
+    data = config.data
+    dataset_name = registry.split_name(data.name)[0]
+    manual_dir = data.get("manual_dir") or ""
+    synthetic = data.get("synthetic")
+    if not manual_dir and synthetic is not None and synthetic.enabled:
+        manual_dir = os.path.join(synthetic.get("out_dir") or wd.path("synthetic"), dataset_name)
+        marker = os.path.join(manual_dir, "synthetic_summary.json")
+        if not os.path.exists(marker):
+            from datasets.synthetic_me import generate
+            logging.info("Generating a synthetic %s release into %s", dataset_name, manual_dir)
+            summary = generate(manual_dir, dataset_name, num_subjects=synthetic.num_subjects,
+                               clips_per_subject=synthetic.clips_per_subject, seed=synthetic.seed,
+                               show_progress=True, **dict(synthetic.get("generator_kwargs") or {}))
+            with open(marker, "w", encoding="utf-8") as f:
+                json.dump({k: v for k, v in summary.items() if k != "clips"}, f, indent=1, default=str)
+    if not manual_dir:
+        raise registry.DatasetError(
+            f"config.data.manual_dir is empty for {data.name!r}: pass --config.data.manual_dir=<the unpacked "
+            f"release> (see datasets/{dataset_name}/README.md), or enable config.data.synthetic.")
+    data_dir = data.get("data_dir") or wd.path("tfds")
+    registry.build(data.name, manual_dir, data_dir)
+    return input_pipeline.load_dataset(data.name, data_dir)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> str:
+    """config.compute_dtype, with 'auto' = bfloat16 on GPU/TPU and float32 on CPU."""
+    wanted = config.get("compute_dtype", "auto")
+    if wanted == "auto":
+        return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    return wanted
+
+
+def _make_step_fns(config: ml_collections.ConfigDict, mesh, num_classes: int) -> StepFns:
+    """FDP StepFns from ``fdp_jax.train_steps``: jit + NamedSharding over ``mesh``, compiled once."""
+    from fdp_jax import models, train_steps
+
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.num_classes = num_classes
+    model_config.dtype = compute_dtype(config)
+    model = models.build_model(model_config)
+    init_variables = jax.jit(lambda rng: model.init({"params": rng}, models.dummy_clips(model.spec, 1),
+                                                    train=False))
+    opt = config.optimizer
+
+    def init(rng: jax.Array):
+        state = train_steps.create_train_state(rng, model_config, optimizer=opt.name,
+                                               learning_rate=opt.learning_rate, weight_decay=opt.weight_decay,
+                                               variables=init_variables(rng))
+        return mesh_lib.replicate(state, mesh)
+
+    kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
+                  donate=config.get("donate_state", True))
+    return StepFns(init=init, train=train_steps.make_train_step(mesh, bn_train=True, **kwargs),
+                   evaluate=train_steps.make_eval_step(mesh),
+                   train_bn_frozen=train_steps.make_train_step(mesh, bn_train=False, **kwargs))
+
+
+def _make_fold_data(clips: Any, test_subject: str, config: ml_collections.ConfigDict, dataset: dict) -> FoldData:
+    from fdp_jax import input_pipeline
+
+    fold = input_pipeline.make_fold(clips, test_subject, config.data, seed=config.seed,
+                                    batch_size=config.batch_size)
+    return FoldData(train_iter=fold.train_iter, test_batches=fold.test_batches, val_batches=fold.val_batches,
+                    info=fold.info)
+
+
+def default_components() -> LosoComponents:
+    """The project's builders + grain pipeline + FDP model."""
+    return LosoComponents(_prepare_source, _make_step_fns, _make_fold_data)

@@ -46,7 +46,7 @@ class TinyModel(nn.Module):
     def __call__(self, frames, train: bool):
         b, t, h, w, _ = frames.shape
         x = jnp.moveaxis(frames[..., 0], 1, -1)  # (B, H, W, T): time as channels
-        x = nn.Conv(8, (3, 3))(x)
+        x = nn.Conv(8, (3, 3), use_bias=False)(x)  # a bias before BN has zero gradient (Adam noise)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
         logits = nn.Dense(self.num_classes)(x.reshape(b, -1))
@@ -54,7 +54,7 @@ class TinyModel(nn.Module):
         return logits, di
 
 
-def make_components(clips: list[dict], batch_size: int = 6) -> fdp_train.LosoComponents:
+def make_components(clips: list[dict]) -> fdp_train.LosoComponents:
     def prepare_source(config, wd):
         return clips, {"subjects": sorted({c["subject"] for c in clips}), "num_classes": NUM_CLASSES,
                        "class_names": ["right", "down", "diagonal"]}
@@ -93,6 +93,7 @@ def make_components(clips: list[dict], batch_size: int = 6) -> fdp_train.LosoCom
     def make_fold_data(source, test_subject, config, dataset):
         train = [c for c in source if c["subject"] != test_subject]
         test = [c for c in source if c["subject"] == test_subject]
+        batch_size = config.batch_size
 
         def to_batch(c):
             return {"frames": c["frames"].astype(np.float32) / 255.0, "di_target": c["di_target"],

@@ -1,0 +1,44 @@
+"""FDP training + leave-one-subject-out evaluation.
+
+    python -m launch.fdp --config=launch/configs/fdp_demo.py --workdir=workdirs/fdp_demo [--config.x=y ...]
+
+Re-running with the same workdir resumes: finished folds keep their predictions, an interrupted fold
+continues from its latest checkpoint. Outputs: results.json, report.md, plots/*.png, metrics.jsonl,
+tensorboard/, folds/<subject>/{predictions.npz, checkpoints/}.
+"""
+from __future__ import annotations
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from datasets.registry import DatasetError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an FDP config .py file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (re-use it to resume).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from fdp_jax import train  # after flag parsing: jax is configured by then
+
+    config = _CONFIG.value
+    try:
+        results = train.train_and_evaluate(config, _WORKDIR.value)
+    except DatasetError as e:
+        logging.error("%s", e)
+        raise SystemExit(f"Dataset problem: {e}") from None
+    pooled = results["pooled"]
+    summary = {k: round(pooled[k], 4) for k in ("uf1", "uar", "accuracy", "weighted_f1", "di_mse") if k in pooled}
+    print(json.dumps({"dataset": results["dataset"], "folds": len(pooled["per_fold"]),
+                      "test_clips": pooled["num_samples"], **summary,
+                      "leaky_select_on_test": results["select_on_test"],
+                      "wall_time_s": round(results["wall_time_s"], 1)}))
+    print(f"Report: {_WORKDIR.value}/report.md")
+
+
+if __name__ == "__main__":
+    app.run(main)
