@@ -106,9 +106,7 @@ def make_train_step(model: Any, lambdas: Mapping[str, float], parallelism: str,
     (:func:`to_pmap_state`); the batch is reshaped to (devices, local, ...).
     """
     if parallelism == "jit":
-        repl = mesh_lib.replicated(mesh)
-        jitted = jax.jit(functools.partial(train_step, model=model, lambdas=lambdas), donate_argnums=0,
-                         in_shardings=(repl, mesh_lib.data_sharded(mesh), repl), out_shardings=(repl, repl))
+        jitted = _jitted_train_step(model, tuple(sorted(lambdas.items())), mesh)
         def step(state, batch, rng):
             return jitted(state, mesh_lib.shard_batch(batch, mesh), rng)
         return step
@@ -123,6 +121,14 @@ def make_train_step(model: Any, lambdas: Mapping[str, float], parallelism: str,
             return state, jax.tree.map(lambda x: x[0], out)
         return step
     raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {parallelism!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_train_step(model: Any, lambdas: tuple, mesh: jax.sharding.Mesh) -> Callable:
+    """One compiled step per (model, lambdas, mesh): repeated runs in one process reuse it."""
+    repl = mesh_lib.replicated(mesh)
+    return jax.jit(functools.partial(train_step, model=model, lambdas=dict(lambdas)), donate_argnums=0,
+                   in_shardings=(repl, mesh_lib.data_sharded(mesh), repl), out_shardings=(repl, repl))
 
 
 def to_pmap_state(state: Any, mesh: jax.sharding.Mesh) -> Any:

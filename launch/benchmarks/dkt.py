@@ -7,7 +7,8 @@ Shapes are ``batch x steps x skills`` (hidden 200, every row full length). When 
 are importable (the ``torch`` extra), pyKT's ``DKTPlus`` + ``model_forward``/``cal_loss`` + Adam are timed in
 the same process, alternating one JAX step and one pyKT step per repeat so both see the same machine load,
 and the throughput ratio is printed. MFU = XLA-counted FLOPs per step / step time / matmul peak measured
-in the same run (``common.matmul_peak_flops``).
+in the same run (``common.matmul_peak_flops``); the FLOPs are the model's useful matmul FLOPs
+(:func:`model_flops`, the same for every implementation), because XLA's cost analysis counts a scan body once.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ _PEER = flags.DEFINE_enum("dkt_peer", "auto", ["auto", "off"], "Time pyKT when i
 _LAMBDAS = flags.DEFINE_string("dkt_lambdas", "0.1,0.003,3.0", "DKT+ lambda_r,lambda_w1,lambda_w2.")
 _UNROLL = flags.DEFINE_integer("dkt_unroll", 2, "Scan unroll of the JAX LSTM.")
 _OUT = flags.DEFINE_string("dkt_out", None, "Optional JSON output path.")
+_TORCH_THREADS = flags.DEFINE_integer("dkt_torch_threads", 0, "torch.set_num_threads (0 = torch default). "
+                                      "For a single-thread comparison also run JAX with XLA_FLAGS="
+                                      "--xla_cpu_multi_thread_eigen=false.")
 
 
 def _batch(b: int, t: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -41,6 +45,14 @@ def _batch(b: int, t: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"skills": rng.integers(0, m, (b, t)).astype(np.int32),
             "correct": rng.integers(0, 2, (b, t)).astype(np.int32),
             "lengths": np.full((b,), t, np.int32)}
+
+
+def model_flops(b: int, t: int, m: int, h: int) -> float:
+    """Useful FLOPs of one train step: 3 x forward matmuls (recurrent B.T.H.4H, readout B.T.H.M).
+
+    XLA's cost analysis counts a scan body once, not once per step, so it is not used for MFU.
+    """
+    return 3.0 * 2.0 * b * t * (h * 4 * h + h * m)
 
 
 def jax_step_fn(b: int, t: int, m: int, impl: str, lambdas: dict) -> tuple:
@@ -54,7 +66,7 @@ def jax_step_fn(b: int, t: int, m: int, impl: str, lambdas: dict) -> tuple:
     batch = mesh_lib.shard_batch(_batch(b, t, m), mesh)
     key = jax.random.key(1)
     jitted = jax.jit(functools.partial(train.train_step, model=model, lambdas=lambdas), donate_argnums=0)
-    flops = common.compiled_flops(jitted, state, batch, key)
+    flops = model_flops(b, t, m, _HIDDEN.value)
     holder = {"state": state}
 
     def one_step():
@@ -104,6 +116,8 @@ def main(argv: list[str]) -> None:
         try:
             import pykt.models.dkt_plus  # noqa: F401
             import torch
+            if _TORCH_THREADS.value > 0:
+                torch.set_num_threads(_TORCH_THREADS.value)
             peer_ok = True
             peer_info = f"torch {torch.__version__} ({torch.get_num_threads()} threads), pykt-toolkit"
         except Exception as e:  # the torch extra is optional
@@ -117,7 +131,7 @@ def main(argv: list[str]) -> None:
         impls = [x for x in _IMPLS.value.split(",") if x]
         fns = {impl: jax_step_fn(b, t, m, impl, lambdas) for impl in impls}
         if peer_ok:
-            fns["pykt"] = (pykt_step_fn(b, t, m, lambdas)[0], None)
+            fns["pykt"] = (pykt_step_fn(b, t, m, lambdas)[0], model_flops(b, t, m, _HIDDEN.value))
         for fn, _ in fns.values():
             for _ in range(_WARMUP.value):
                 fn()
@@ -132,10 +146,10 @@ def main(argv: list[str]) -> None:
             rows.append({"impl": "pyKT DKT+ (torch)" if k == "pykt" else f"JAX {k}", "shape": f"{b}x{t}x{m}",
                          "step_ms": 1e3 * med, "min_ms": 1e3 * min(ts), "seq_per_s": b / med,
                          "interactions_per_s": b * t / med,
-                         "gflop_per_step": flops / 1e9 if flops else None,
+                         "model_gflop_per_step": flops / 1e9 if flops else None,
                          "mfu": common.mfu(flops, med, peak["peak_flops_per_s"]),
                          "speedup_vs_pykt": (base / med) if base else None})
-    cols = ["impl", "shape", "step_ms", "min_ms", "seq_per_s", "interactions_per_s", "gflop_per_step", "mfu",
+    cols = ["impl", "shape", "step_ms", "min_ms", "seq_per_s", "interactions_per_s", "model_gflop_per_step", "mfu",
             "speedup_vs_pykt"]
     print(f"machine: {common.machine_info()}")
     print(f"matmul peak: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['dtype']}, n={peak['n']}); "
