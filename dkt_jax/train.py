@@ -35,6 +35,30 @@ TrainState = train_state_lib.TrainState
 PARAMS_FILE = "best_params.msgpack"
 
 
+class ConfigError(ValueError):
+    """A bad launch config value (reported by launch.dkt without a traceback)."""
+
+
+_CHOICES = {"model.encoding": ("onehot", "embedding"), "model.lstm_impl": ("hoisted", "flax"),
+            "clip": ("global_norm", "per_tensor", "none"), "parallelism": ("jit", "pmap")}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks enumerated fields and ranges up front, naming the field."""
+    for field, choices in _CHOICES.items():
+        value = config
+        for part in field.split("."):
+            value = value.get(part) if hasattr(value, "get") else None
+        if value not in choices:
+            raise ConfigError(f"config.{field}={value!r}; choose one of {list(choices)}.")
+    for field in ("batch_size", "max_len", "num_epochs", "eval_batch_size", "eval_chunk_len"):
+        if not isinstance(config.get(field), int) or config.get(field) <= 0:
+            raise ConfigError(f"config.{field} must be a positive int, got {config.get(field)!r}.")
+    for field in ("lambda_r", "lambda_w1", "lambda_w2"):
+        if config.loss.get(field, 0.0) < 0:
+            raise ConfigError(f"config.loss.{field} must be >= 0, got {config.loss.get(field)}.")
+
+
 # ----------------------------------------------------------------------------------------- optimiser
 def clip_by_tensor_norm(max_norm: float) -> optax.GradientTransformation:
     """Clips every gradient tensor to L2 norm ``max_norm`` separately (TF ``clip_by_norm`` per variable)."""
@@ -197,6 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     results dict also written to ``<workdir>/results.json``.
     """
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked private copy
+    validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     wd = Workdir(workdir).make()
     data = data_lib.load_splits(config, wd.root, sources)

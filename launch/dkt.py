@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     try:
         results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (DatasetError, FileNotFoundError) as e:
+    except (DatasetError, train.ConfigError, FileNotFoundError) as e:
         sys.exit(f"launch.dkt: error: {e}")
     print(train.results_table(results))
     print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; outputs in {_WORKDIR.value}")

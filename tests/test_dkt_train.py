@@ -106,6 +106,16 @@ def _toy_sources(n_train=24, n_test=10, m=5, seed=0):
     return {"train": make(n_train), "test": make(n_test), "num_skills": m}
 
 
+def test_bad_config_values_are_named(tmp_path):
+    for field, value in (("parallelism", "spmd"), ("clip", "bogus"), ("batch_size", 0)):
+        with pytest.raises(train.ConfigError, match=f"config.{field}"):
+            train.train_and_evaluate(_tiny_config(**{field: value}), str(tmp_path), sources=_toy_sources())
+    cfg = _tiny_config()
+    cfg.model.encoding = "twohot"
+    with pytest.raises(train.ConfigError, match="config.model.encoding"):
+        train.train_and_evaluate(cfg, str(tmp_path), sources=_toy_sources())
+
+
 def test_read_sequences_errors_name_the_example():
     good = {"skills": np.array([0, 1, 2]), "correct": np.array([1, 0, 1])}
     with pytest.raises(DatasetError, match=r"src\[1\].*'correct' must be 0/1"):
