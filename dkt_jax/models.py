@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dkt_jax.lstm import masked_lstm
+
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 
 GATES = ("i", "f", "g", "o")
@@ -42,6 +44,35 @@ def zero_carry(batch_size: int, hidden_size: int, dtype: Any = jnp.float32) -> C
     return (z, z)
 
 
+def _recurrent_init(base: Any) -> Any:
+    """Orthogonal init per gate block, like the four separate kernels of OptimizedLSTMCell: (H, 4H)."""
+    def init(key, shape, dtype=jnp.float32):
+        hdim = shape[0]
+        return jnp.concatenate([base(k, (hdim, hdim), dtype) for k in jax.random.split(key, 4)], -1)
+    return init
+
+
+class FusedLSTM(nn.Module):
+    """The hoisted LSTM recurrence with a hand-written VJP (``dkt_jax.lstm.masked_lstm``).
+
+    Same parameters (``recurrent_kernel`` (H, 4H), ``bias`` (4H,)) as :class:`HoistedLSTMCell`.
+    """
+
+    features: int
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, gate_inputs: jax.Array, carry: Carry, lengths: jax.Array) -> tuple[Carry, jax.Array]:
+        """gate_inputs (B, T, 4H), carry (c, h), lengths (B,) -> (final carry, hs (B, T, H))."""
+        kernel = self.param("recurrent_kernel", _recurrent_init(nn.initializers.orthogonal()),
+                            (self.features, 4 * self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (4 * self.features,))
+        mask = jnp.arange(gate_inputs.shape[1])[:, None] < lengths[None, :]  # (T, B)
+        hs, carry = masked_lstm(jnp.swapaxes(gate_inputs, 0, 1), kernel, bias, mask, carry[0], carry[1],
+                                self.unroll)
+        return carry, jnp.swapaxes(hs, 0, 1)
+
+
 class HoistedLSTMCell(nn.RNNCellBase):
     """LSTM cell whose inputs are precomputed gate pre-activations ``x_t W_i`` of shape (..., 4H).
 
@@ -57,12 +88,7 @@ class HoistedLSTMCell(nn.RNNCellBase):
     def __call__(self, carry: Carry, gate_inputs: jax.Array) -> tuple[Carry, jax.Array]:
         c, h = carry
         hdim = self.features
-        # Orthogonal init per gate block, like the four separate kernels of OptimizedLSTMCell.
-        kernel = self.param(
-            "recurrent_kernel",
-            lambda key, shape: jnp.concatenate(
-                [self.recurrent_kernel_init(k, (hdim, hdim)) for k in jax.random.split(key, 4)], -1),
-            (hdim, 4 * hdim))
+        kernel = self.param("recurrent_kernel", _recurrent_init(self.recurrent_kernel_init), (hdim, 4 * hdim))
         bias = self.param("bias", self.bias_init, (4 * hdim,))
         z = gate_inputs + h @ kernel + bias
         i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -89,7 +115,9 @@ class DKT(nn.Module):
       encoding: ``'onehot'`` (index q + M a, size 2M) or ``'embedding'`` (learned, ``embedding_dim``).
       embedding_dim: size of the learned input embedding (``encoding='embedding'`` only).
       dropout_rate: dropout on the LSTM outputs (1 - keep_prob of the reference).
-      lstm_impl: ``'hoisted'`` (fast) or ``'flax'`` (``nn.OptimizedLSTMCell`` with inputs in the scan).
+      lstm_impl: ``'fused'`` (fastest: hoisted input projection + hand-written VJP), ``'hoisted'``
+        (hoisted input projection, ``nn.RNN`` + autodiff) or ``'flax'`` (``nn.RNN(nn.OptimizedLSTMCell)``,
+        inputs projected inside the scan). All three compute the same function.
       unroll: scan unroll factor.
     """
 
@@ -98,7 +126,7 @@ class DKT(nn.Module):
     encoding: str = "onehot"
     embedding_dim: int = 200
     dropout_rate: float = 0.0
-    lstm_impl: str = "hoisted"
+    lstm_impl: str = "fused"
     unroll: int = 1
 
     @nn.compact
@@ -123,8 +151,8 @@ class DKT(nn.Module):
         m, hdim = self.num_skills, self.hidden_size
         if self.encoding not in ("onehot", "embedding"):
             raise ValueError(f"model.encoding must be 'onehot' or 'embedding', got {self.encoding!r}")
-        if self.lstm_impl not in ("hoisted", "flax"):
-            raise ValueError(f"model.lstm_impl must be 'hoisted' or 'flax', got {self.lstm_impl!r}")
+        if self.lstm_impl not in ("fused", "hoisted", "flax"):
+            raise ValueError(f"model.lstm_impl must be 'fused', 'hoisted' or 'flax', got {self.lstm_impl!r}")
         idx = input_index(skills, correct, m)
         batch = skills.shape[0]
         if carry is None:
@@ -135,7 +163,7 @@ class DKT(nn.Module):
         # needed to select each row's last valid carry.
         rnn_kw = {"seq_lengths": lengths, "return_carry": True} if return_carry else {"return_carry": True}
 
-        if self.lstm_impl == "hoisted":
+        if self.lstm_impl in ("fused", "hoisted"):
             if self.encoding == "onehot":
                 table = self.param("input_kernel", nn.initializers.lecun_normal(), (2 * m, 4 * hdim))
             else:
@@ -144,6 +172,9 @@ class DKT(nn.Module):
                                  (self.embedding_dim, 4 * hdim))
                 table = emb @ w_i  # (2M, 4H)
             gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
+            if self.lstm_impl == "fused":  # masked scan: exact carry for any length, incl. 0
+                carry, hs = FusedLSTM(hdim, self.unroll, name="lstm")(gate_inputs, carry, lengths)
+                return (carry if return_carry else None), self._readout(hs, train)
             rnn = nn.RNN(HoistedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
             carry, hs = rnn(gate_inputs, initial_carry=carry, **rnn_kw)
         else:
@@ -161,13 +192,15 @@ class DKT(nn.Module):
             carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), carry, initial_carry)
         else:
             carry = None
+        return carry, self._readout(hs, train)
+
+    def _readout(self, hs: jax.Array, train: bool) -> jax.Array:
         hs = nn.Dropout(self.dropout_rate, deterministic=not train)(hs)
-        logits = nn.Dense(m, name="output")(hs)  # one matmul over all (B, T) steps
-        return carry, logits
+        return nn.Dense(self.num_skills, name="output")(hs)  # one matmul over all (B, T) steps
 
 
 def flax_to_hoisted(params: dict) -> dict:
-    """Converts ``lstm_impl='flax'`` parameters to the ``'hoisted'`` layout (same function)."""
+    """Converts ``lstm_impl='flax'`` parameters to the ``'fused'``/``'hoisted'`` layout (same function)."""
     cell = params["lstm"]
     out = {k: v for k, v in params.items() if k != "lstm"}
     out["input_kernel"] = jnp.concatenate([cell[f"i{g}"]["kernel"] for g in GATES], -1)
@@ -186,7 +219,7 @@ def architecture_from_params(params: dict) -> dict:
     except (KeyError, AttributeError, TypeError) as e:
         raise ValueError("Not a DKT parameter tree: expected keys 'output/kernel' and 'lstm'.") from e
     arch = {"num_skills": int(m), "hidden_size": int(hdim),
-            "lstm_impl": "hoisted" if "recurrent_kernel" in cell else "flax"}
+            "lstm_impl": "fused" if "recurrent_kernel" in cell else "flax"}
     if "embedding" in params:
         arch["encoding"] = "embedding"
         arch["embedding_dim"] = int(params["embedding"]["embedding"].shape[1])

@@ -23,7 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.encoding = "onehot"       # 'onehot' (q + M a) or 'embedding'
     c.model.embedding_dim = 200
     c.model.dropout_rate = 0.5        # reference keep_prob 0.5
-    c.model.lstm_impl = "hoisted"     # 'hoisted' (fast) or 'flax' (nn.OptimizedLSTMCell)
+    c.model.lstm_impl = "fused"       # "fused" (fastest), "hoisted" or "flax" (nn.OptimizedLSTMCell)
     c.model.unroll = 2
 
     c.loss = ml_collections.ConfigDict({"lambda_r": 0.0, "lambda_w1": 0.0, "lambda_w2": 0.0})
