@@ -277,13 +277,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             row.update({f"val_{k}": v for k, v in val.items()})
             if val["auc_n"] > meta["best_val_auc"] + config.min_delta:
                 meta.update(best_val_auc=val["auc_n"], best_epoch=epoch, bad_epochs=0)
-                best_params = plain.params
+                best_params = jax.tree.map(jnp.copy, plain.params)  # the next step donates state
             else:
                 meta["bad_epochs"] += 1
             meta["stopped"] = meta["bad_epochs"] >= config.patience
         else:  # no validation split: keep the last epoch
             meta.update(best_epoch=epoch)
-            best_params = plain.params
+            best_params = jax.tree.map(jnp.copy, plain.params)
         meta["epoch"] = epoch
         meta["history"].append(row)
         writer.write_scalars(int(plain.step), row)
