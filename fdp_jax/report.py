@@ -79,11 +79,11 @@ def plot_dynamic_images(targets: np.ndarray, predictions: np.ndarray, path: str,
 
 
 def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str,
-                         keys: Sequence[str] = ("loss", "ce", "di_mse"), max_folds: int = 30) -> str:
+                         keys: Sequence[str] = ("loss", "ce", "mse"), max_folds: int = 30) -> str:
     """Saves one panel per metric key with one line per fold from metrics.jsonl ``records``.
 
     Records are the MetricWriter rows; training rows have prefix ``fold_<subject>/train`` and
-    selection rows ``fold_<subject>/select`` (key ``score``).
+    selection rows ``fold_<subject>/select`` (key ``score``); ``mse`` is the DI reconstruction MSE.
     """
     panels = [(k, "train") for k in keys] + [("score", "select")]
     series: dict[tuple[str, str], dict[str, tuple[list, list]]] = {p: {} for p in panels}
@@ -108,7 +108,7 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str,
         key, kind = panel
         ax.set_title(f"{kind}: {key}")
         ax.set_xlabel("step")
-        if key in ("loss", "ce", "di_mse"):
+        if key in ("loss", "ce", "mse"):
             ax.set_yscale("log")
     if len(series[panels[0]]) <= 12:
         axes[0, -1].legend(fontsize=6, title="fold", title_fontsize=7)

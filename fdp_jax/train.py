@@ -95,18 +95,26 @@ def fold_key(seed: int, fold_index: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), fold_index)
 
 
+def _to_host(x: Any) -> np.ndarray:
+    """A global (possibly multi-process) array or a per-process host array as one host numpy array."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def predict(step_fns: StepFns, state: Any, batches: Sequence[Batch], mesh) -> dict[str, np.ndarray]:
     """Runs ``evaluate`` over padded batches; returns unpadded 'logits' (N, C), 'predictions' (N,),
-    'labels' (N,), 'di_pred' and 'di_target' (N, H, W), gathered to the host."""
+    'labels' (N,), 'di_pred' and 'di_target' (N, H, W), gathered to the host (all processes)."""
     out: dict[str, list] = {"logits": [], "labels": [], "di_pred": [], "di_target": []}
     for batch in batches:
         outputs = step_fns.evaluate(state, mesh_lib.shard_batch(batch, mesh))
-        keep = np.asarray(batch["mask"]) > 0
-        out["logits"].append(np.asarray(jax.device_get(outputs["logits"]), np.float32)[keep])
-        out["di_pred"].append(np.asarray(jax.device_get(outputs["di_pred"]), np.float32).reshape(
-            len(keep), *np.shape(batch["di_target"])[1:])[keep])
-        out["labels"].append(np.asarray(batch["label"])[keep])
-        out["di_target"].append(np.asarray(batch["di_target"], np.float32)[keep])
+        keep = _to_host(batch["mask"]) > 0
+        di_target = _to_host(batch["di_target"]).astype(np.float32)
+        out["logits"].append(_to_host(outputs["logits"]).astype(np.float32)[keep])
+        out["di_pred"].append(_to_host(outputs["di_pred"]).astype(np.float32).reshape(di_target.shape)[keep])
+        out["labels"].append(_to_host(batch["label"])[keep])
+        out["di_target"].append(di_target[keep])
     result = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
     result["labels"] = result["labels"].astype(np.int64)
     result["predictions"] = (np.argmax(result["logits"], axis=-1).astype(np.int64) if len(result["logits"])

@@ -130,3 +130,32 @@ def test_8_devices_agree_with_1_device():
     np.testing.assert_allclose(logits_8, logits_1, atol=2e-2)
     np.testing.assert_array_equal(logits_8.argmax(-1), logits_1.argmax(-1))
     assert out["8"]["uf1"] == pytest.approx(out["1"]["uf1"])
+
+
+def test_tiny_config_end_to_end_and_predict_cli(tmp_path):
+    """The real thing, tiny: synthetic CASME II release -> TFDS build -> grain folds -> FDP -> report,
+    then launch.fdp_predict on one clip folder of that release."""
+    import subprocess
+    import sys
+
+    from launch.configs import fdp_tiny
+
+    workdir = tmp_path / "tiny"
+    results = fdp_train.train_and_evaluate(fdp_tiny.get_config(), str(workdir))
+    pooled = results["pooled"]
+    assert [r["subject"] for r in pooled["per_fold"]] == ["sub01", "sub02", "sub03"]
+    assert pooled["num_samples"] == sum(r["n"] for r in pooled["per_fold"]) > 0
+    assert 0.0 <= pooled["uf1"] <= 1.0 and np.isfinite(pooled["di_mse"])
+    assert (workdir / "plots" / "confusion_matrix.png").exists()
+    assert len(results["class_names"]) == 5
+    clip_dir = sorted((workdir / "synthetic" / "casme2" / "Cropped" / "sub02").iterdir())[0]
+    out_png = tmp_path / "clip_di.png"
+    proc = subprocess.run([sys.executable, "-m", "launch.fdp_predict", f"--checkpoint={workdir}",
+                           f"--frames={clip_dir}", f"--out_png={out_png}", "--crop=none"],
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+    assert set(printed["probabilities"]) == set(results["class_names"])
+    assert sum(printed["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert out_png.exists()
