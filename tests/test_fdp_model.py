@@ -185,3 +185,13 @@ def test_train_mode_droppath_and_per_frame_encoder():
     ea = jax.jit(lambda v: folded.apply(v, clips, train=False))(variables)[0]
     eb = jax.jit(lambda v: per_frame.apply(v, clips, train=False))(variables)[0]
     np.testing.assert_allclose(ea, eb, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_conv_matches_flax_grouped_conv():
+    import flax.linen as nn
+    from fdp_jax.encoder import GroupedConv3x3
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 32))
+    ours = GroupedConv3x3(model_spec(get_model_config("tiny", "paper")), 4)
+    variables = ours.init(jax.random.PRNGKey(1), x)
+    ref = nn.Conv(32, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=4, use_bias=False)
+    np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), atol=1e-5)
