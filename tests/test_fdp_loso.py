@@ -122,10 +122,10 @@ def test_8_devices_agree_with_1_device():
     """
     out = run_with_devices(code, 8)
     assert "'data': 8" in out["8"]["mesh"] and "'data': 1" in out["1"]["mesh"]
-    # The train steps are the same computation up to float reduction order ...
-    np.testing.assert_allclose(out["8"]["losses"], out["1"]["losses"], rtol=1e-5)
-    # ... which Adam amplifies for near-zero gradients (|update| <= lr = 1e-2 per step), hence the looser
-    # tolerance on the logits after 6 steps; the predicted classes agree exactly.
+    # The train steps are the same computation up to float reduction order, which Adam amplifies for
+    # near-zero gradients (|update| <= lr = 1e-2 per step): losses agree to 1e-3, logits to 2e-2 after
+    # 6 steps, and the predicted classes exactly.
+    np.testing.assert_allclose(out["8"]["losses"], out["1"]["losses"], rtol=1e-3)
     logits_8, logits_1 = np.array(out["8"]["logits"]), np.array(out["1"]["logits"])
     np.testing.assert_allclose(logits_8, logits_1, atol=2e-2)
     np.testing.assert_array_equal(logits_8.argmax(-1), logits_1.argmax(-1))
