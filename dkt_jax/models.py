@@ -29,6 +29,9 @@ from dkt_jax.lstm import masked_lstm
 Carry = tuple[jax.Array, jax.Array]  # (c, h), each (B, H)
 
 GATES = ("i", "f", "g", "o")
+# 'reference_tf' reproduces the DKT+ TF code's input exactly, including its skill-0 bug (dkt_spec §1.2);
+# use it only for parity with that code (reference_compat).
+ENCODINGS = ("onehot", "embedding", "reference_tf")
 
 
 def input_index(skills: jax.Array, correct: jax.Array, num_skills: int) -> jax.Array:
@@ -36,6 +39,18 @@ def input_index(skills: jax.Array, correct: jax.Array, num_skills: int) -> jax.A
     skills = jnp.maximum(skills, 0)
     correct = jnp.clip(correct, 0, 1)
     return (skills + num_skills * correct).astype(jnp.int32)
+
+
+def reference_tf_projection(table: jax.Array, skills: jax.Array, correct: jax.Array, num_skills: int
+                            ) -> jax.Array:
+    """``X @ W`` for the DKT+ TF reference input ``X = [onehot(q), onehot(q*a*a, with 0 -> none)]``.
+
+    Reproduces the reference's quirk exactly: skill 0 answered correctly gives ``q*a*a = 0``, which the
+    reference maps to -1 (a zero row), so it is encoded like skill 0 answered wrongly. (B, T, 4H).
+    """
+    q = jnp.maximum(skills, 0)
+    second = ((correct == 1) & (q != 0))[..., None].astype(table.dtype)
+    return jnp.take(table, q, axis=0) + second * jnp.take(table, q + num_skills, axis=0)
 
 
 def zero_carry(batch_size: int, hidden_size: int, dtype: Any = jnp.float32) -> Carry:
@@ -112,7 +127,8 @@ class DKT(nn.Module):
     Attributes:
       num_skills: M, number of skills (KCs).
       hidden_size: H, LSTM width (200 in the papers).
-      encoding: ``'onehot'`` (index q + M a, size 2M) or ``'embedding'`` (learned, ``embedding_dim``).
+      encoding: ``'onehot'`` (index q + M a, size 2M), ``'embedding'`` (learned, ``embedding_dim``) or
+        ``'reference_tf'`` (the DKT+ TF code's input, bug included; a reference_compat option).
       embedding_dim: size of the learned input embedding (``encoding='embedding'`` only).
       dropout_rate: dropout on the LSTM outputs (1 - keep_prob of the reference).
       lstm_impl: ``'fused'`` (fastest: hoisted input projection + hand-written VJP), ``'hoisted'``
@@ -149,8 +165,10 @@ class DKT(nn.Module):
           sigmoid is the next-step P(correct) per skill. Logits at padded steps are meaningless.
         """
         m, hdim = self.num_skills, self.hidden_size
-        if self.encoding not in ("onehot", "embedding"):
-            raise ValueError(f"model.encoding must be 'onehot' or 'embedding', got {self.encoding!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"model.encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if self.encoding == "reference_tf" and self.lstm_impl == "flax":
+            raise ValueError("model.encoding='reference_tf' needs lstm_impl 'fused' or 'hoisted'")
         if self.lstm_impl not in ("fused", "hoisted", "flax"):
             raise ValueError(f"model.lstm_impl must be 'fused', 'hoisted' or 'flax', got {self.lstm_impl!r}")
         idx = input_index(skills, correct, m)
@@ -166,12 +184,17 @@ class DKT(nn.Module):
         if self.lstm_impl in ("fused", "hoisted"):
             if self.encoding == "onehot":
                 table = self.param("input_kernel", nn.initializers.lecun_normal(), (2 * m, 4 * hdim))
+            elif self.encoding == "reference_tf":
+                table = self.param("input_kernel_tf", nn.initializers.lecun_normal(), (2 * m, 4 * hdim))
             else:
                 emb = nn.Embed(2 * m, self.embedding_dim, name="embedding").embedding
                 w_i = self.param("input_kernel", nn.initializers.lecun_normal(),
                                  (self.embedding_dim, 4 * hdim))
                 table = emb @ w_i  # (2M, 4H)
-            gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
+            if self.encoding == "reference_tf":
+                gate_inputs = reference_tf_projection(table, skills, correct, m)
+            else:
+                gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
             if self.lstm_impl == "fused":  # masked scan: exact carry for any length, incl. 0
                 carry, hs = FusedLSTM(hdim, self.unroll, name="lstm")(gate_inputs, carry, lengths)
                 return (carry if return_carry else None), self._readout(hs, train)
@@ -223,6 +246,8 @@ def architecture_from_params(params: dict) -> dict:
     if "embedding" in params:
         arch["encoding"] = "embedding"
         arch["embedding_dim"] = int(params["embedding"]["embedding"].shape[1])
+    elif "input_kernel_tf" in params:
+        arch["encoding"] = "reference_tf"
     else:
         arch["encoding"] = "onehot"
     return arch

@@ -39,7 +39,7 @@ class ConfigError(ValueError):
     """A bad launch config value (reported by launch.dkt without a traceback)."""
 
 
-_CHOICES = {"model.encoding": ("onehot", "embedding"), "model.lstm_impl": ("fused", "hoisted", "flax"),
+_CHOICES = {"model.encoding": ("onehot", "embedding", "reference_tf"), "model.lstm_impl": ("fused", "hoisted", "flax"),
             "clip": ("global_norm", "per_tensor", "none"), "parallelism": ("jit", "pmap")}
 
 

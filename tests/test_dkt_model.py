@@ -73,6 +73,8 @@ def test_init_shapes_and_architecture_inference():
         params = dkt_jax.init(jax.random.key(0), _cfg(encoding=enc))
         arch = models.architecture_from_params(params)
         assert arch["num_skills"] == M and arch["hidden_size"] == H and arch["encoding"] == enc
+    params = dkt_jax.init(jax.random.key(0), _cfg(encoding="reference_tf"))
+    assert models.architecture_from_params(params)["encoding"] == "reference_tf"
     with pytest.raises(ValueError, match="Unknown model config"):
         dkt_jax.init(jax.random.key(0), {"num_skills": 3, "hiden_size": 4})
     with pytest.raises(ValueError, match="Not a DKT parameter tree"):
@@ -151,3 +153,23 @@ def test_dropout_only_in_train_mode():
     assert not np.allclose(np.asarray(a), np.asarray(b))
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(c)), np.asarray(dkt_jax.apply(params, skills, correct,
                                                                                        lengths)), atol=1e-6)
+
+
+def test_reference_tf_encoding_matches_explicit_input_and_its_skill0_quirk():
+    """encoding='reference_tf' == X @ W with the TF reference's X; skill 0 correct looks like skill 0 wrong."""
+    skills, correct, lengths = _batch(seed=9, t=8)
+    skills[:, 0] = 0  # make sure skill 0 appears, both correct and wrong
+    correct[0, 0], correct[1, 0] = 1, 0
+    params = dkt_jax.init(jax.random.key(1), _cfg(encoding="reference_tf"))
+    table = params["input_kernel_tf"]
+    second = np.where(skills * correct * correct == 0, -1, skills * correct * correct)  # the reference's trick
+    x = np.concatenate([np.eye(M)[skills], np.where(second[..., None] >= 0, np.eye(M)[second], 0.0)], -1)
+    np.testing.assert_allclose(np.asarray(models.reference_tf_projection(table, skills, correct, M)),
+                               x @ np.asarray(table), atol=1e-5)
+    s = np.zeros((2, 3), np.int32)
+    c = np.array([[1, 1, 1], [0, 1, 1]], np.int32)
+    out = dkt_jax.apply(params, s, c, np.array([3, 3]))
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(out[1]), atol=1e-6)  # the quirk
+    onehot = dkt_jax.init(jax.random.key(1), _cfg())
+    out2 = dkt_jax.apply(onehot, s, c, np.array([3, 3]))
+    assert not np.allclose(np.asarray(out2[0]), np.asarray(out2[1]))  # q + M a keeps them apart
