@@ -165,8 +165,9 @@ def test_train_mode_droppath_and_per_frame_encoder():
     folded = build_model(cfg)
     per_frame = build_model(cfg, per_frame_encoder=True)
     run = lambda m, r: m.apply(variables, clips, train=True, rngs={"droppath": r}, mutable=["batch_stats"])
-    (la, _), sa = jax.jit(lambda r: run(folded, r))(jax.random.PRNGKey(2))
-    (lb, _), _ = jax.jit(lambda r: run(folded, r))(jax.random.PRNGKey(3))
+    run_folded = jax.jit(lambda r: run(folded, r))
+    (la, _), sa = run_folded(jax.random.PRNGKey(2))
+    (lb, _), _ = run_folded(jax.random.PRNGKey(3))
     assert not np.allclose(la, lb)  # DropPath active in train mode
     (lc, _), sc = jax.jit(lambda r: run(per_frame, r))(jax.random.PRNGKey(2))
     stem = lambda s: np.asarray(s["batch_stats"]["frame_rep"]["stem_0"]["norm"]["mean"])
@@ -181,10 +182,8 @@ def test_train_mode_droppath_and_per_frame_encoder():
     for t in range(8):  # replay the official per-frame loop with the encoder alone
         stats = one_frame(stats, clips[:, t])[1]["batch_stats"]
     np.testing.assert_allclose(stem(sc), np.asarray(stats["stem_0"]["norm"]["mean"]), rtol=1e-5, atol=1e-6)
-    # eval mode: per-frame and folded encoders are the same function
-    ea = jax.jit(lambda v: folded.apply(v, clips, train=False))(variables)[0]
-    eb = jax.jit(lambda v: per_frame.apply(v, clips, train=False))(variables)[0]
-    np.testing.assert_allclose(ea, eb, rtol=1e-5, atol=1e-5)
+    deep = lambda s: np.asarray(s["features_3"]["norm"]["var"])
+    np.testing.assert_allclose(deep(sc["batch_stats"]["frame_rep"]), deep(stats), rtol=1e-4, atol=1e-6)
 
 
 def test_grouped_conv_matches_flax_grouped_conv():
