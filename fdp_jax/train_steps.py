@@ -26,7 +26,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fdp_jax.losses import fdp_loss_sums
+from fdp_jax.losses import fdp_loss_sums, per_example_losses
 from fdp_jax.models import build_model, dummy_clips
 
 DATA_AXIS = "data"
@@ -118,7 +118,6 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     mask = batch.get("mask")
     out["mask"] = mask if mask is not None else jnp.ones(logits.shape[:1], jnp.float32)
     if "label" in batch and "di_target" in batch:
-        from fdp_jax.losses import per_example_losses
         out.update(per_example_losses(logits, di_pred, batch["label"], batch["di_target"]))
     return out
 
