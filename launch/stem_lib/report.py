@@ -126,6 +126,11 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
               "## Acceptance checks", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in results["acceptance"].items()]
     ana = results["analyses"]
+    effects = (ana.get("ground_truth") or {}).get("effects_all_students") or {}
+    reference = effects.get("cv_auc_training_label_students")
+    if reference:
+        lines += ["", "Generator reference (effects.json, 5-fold LR AUC on the labelled students): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in reference.items())]
     lines += ["", "## Normalized learning gain (10-step moving average of mean mastery)", "",
               "| source | STEM mean ± std | non-STEM mean ± std | Welch t | p | Cohen's d |", "|---|---|---|---|---|---|"]
     rows = dict(ana["nlg"])
