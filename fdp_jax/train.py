@@ -324,11 +324,16 @@ def _make_step_fns(config: ml_collections.ConfigDict, mesh, num_classes: int) ->
     init_variables = jax.jit(lambda rng: model.init({"params": rng}, models.dummy_clips(model.spec, 1),
                                                     train=False))
     opt = config.optimizer
+    # One template state: its static fields (apply_fn, tx) are part of the jit cache key, so every fold's
+    # fresh state reuses them and the compiled steps are shared by all folds.
+    template = jax.eval_shape(lambda: train_steps.create_train_state(
+        jax.random.key(0), model_config, optimizer=opt.name, learning_rate=opt.learning_rate,
+        weight_decay=opt.weight_decay, variables=init_variables(jax.random.key(0))))
 
     def init(rng: jax.Array):
-        state = train_steps.create_train_state(rng, model_config, optimizer=opt.name,
-                                               learning_rate=opt.learning_rate, weight_decay=opt.weight_decay,
-                                               variables=init_variables(rng))
+        variables = init_variables(rng)
+        state = template.replace(step=0, params=variables["params"], batch_stats=variables["batch_stats"],
+                                 opt_state=template.tx.init(variables["params"]))
         return mesh_lib.replicate(state, mesh)
 
     kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
