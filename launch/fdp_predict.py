@@ -1,4 +1,4 @@
-"""Classify one micro-expression clip (a folder of frames) with a trained FDP fold checkpoint.
+"""Classify one micro-expression clip (a folder of frames or a video file) with a trained FDP fold checkpoint.
 
     python -m launch.fdp_predict --checkpoint=workdirs/fdp_demo/folds/sub01/checkpoints \
         --frames=path/to/clip_frames [--out_png=clip_dynamic_image.png] [--crop=auto|face|none]
@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A fold's checkpoints dir (or a launch.fdp workdir).")
-_FRAMES = flags.DEFINE_string("frames", None, "Folder with the clip's frames (jpg/png/bmp).")
+_FRAMES = flags.DEFINE_string("frames", None, "Folder with the clip's frames (jpg/png/bmp), or a video file.")
 _OUT_PNG = flags.DEFINE_string("out_png", None, "Where to write the dynamic image (default: <frames>_di.png).")
 _CROP = flags.DEFINE_enum("crop", "auto", ["auto", "face", "none"],
                           "auto: Haar face box, else the whole frame; face: Haar box, error if none; none: resize.")
@@ -43,23 +43,47 @@ def resolve_checkpoint(path: str) -> tuple[str, str]:
     return path, config_json
 
 
+def read_video_gray(path: str) -> list[np.ndarray]:
+    """All frames of a video file as (H, W) uint8 grayscale (OpenCV ``VideoCapture``)."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
+    capture.release()
+    if not frames:
+        raise ValueError(f"{path}: OpenCV could not read any frame (not a video, or an unsupported codec).")
+    return frames
+
+
 def load_clip(frames_dir: str, crop: str) -> np.ndarray:
     """(8, 64, 64) uint8 grayscale frames of the clip in ``frames_dir`` (see module docstring)."""
     from datasets.me_common import frames as frames_lib, preprocess
 
-    if not os.path.isdir(frames_dir):
-        raise FileNotFoundError(f"--frames {frames_dir!r} is not a folder.")
-    numbered = frames_lib.frame_map(frames_dir)
-    if not numbered:
-        raise ValueError(f"{frames_dir}: no image files (jpg/jpeg/png/bmp with a frame number in the name).")
-    paths = [numbered[k] for k in sorted(numbered)]
-    positions = preprocess.sample_positions(len(paths), preprocess.NUM_FRAMES, "uniform")
+    if os.path.isfile(frames_dir):  # a video file, read with OpenCV (already a dependency)
+        video = read_video_gray(frames_dir)
+        positions = preprocess.sample_positions(len(video), preprocess.NUM_FRAMES, "uniform")
 
-    def load(i: int) -> np.ndarray:
-        image = frames_lib.read_gray(paths[i])
-        if image is None:
-            raise ValueError(f"{paths[i]}: not a readable image.")
-        return image
+        def load(i: int) -> np.ndarray:
+            return video[i]
+    else:
+        if not os.path.isdir(frames_dir):
+            raise FileNotFoundError(f"--frames {frames_dir!r} is neither a folder of frames nor a video file.")
+        numbered = frames_lib.frame_map(frames_dir)
+        if not numbered:
+            raise ValueError(f"{frames_dir}: no image files (jpg/jpeg/png/bmp with a frame number in the name).")
+        paths = [numbered[k] for k in sorted(numbered)]
+        positions = preprocess.sample_positions(len(paths), preprocess.NUM_FRAMES, "uniform")
+
+        def load(i: int) -> np.ndarray:
+            image = frames_lib.read_gray(paths[i])
+            if image is None:
+                raise ValueError(f"{paths[i]}: not a readable image.")
+            return image
 
     raw = preprocess.gather_frames(positions, load)
     box = None if crop == "none" else preprocess.clip_box(list(raw), preprocess.haar_detector())
