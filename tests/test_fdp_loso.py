@@ -132,16 +132,28 @@ def test_8_devices_agree_with_1_device():
     assert out["8"]["uf1"] == pytest.approx(out["1"]["uf1"])
 
 
-def test_tiny_config_end_to_end_and_predict_cli(tmp_path):
-    """The real thing, tiny: synthetic CASME II release -> TFDS build -> grain folds -> FDP -> report,
-    then launch.fdp_predict on one clip folder of that release."""
+def shared_jax_cache(tmp_path_factory) -> str:
+    """A persistent-compilation-cache folder shared by this session's tiny FDP runs (this file's CLI run
+    and the notebook test compile the same tiny model: the second one reads it from the cache)."""
+    path = tmp_path_factory.getbasetemp() / "fdp_tiny_jax_cache"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+def test_tiny_config_end_to_end_and_predict_cli(tmp_path, tmp_path_factory):
+    """The real thing, tiny, through the CLIs: synthetic CASME II release -> TFDS build -> grain folds ->
+    FDP -> report (launch.fdp), then launch.fdp_predict on one clip folder of that release."""
     import subprocess
     import sys
 
-    from launch.configs import fdp_tiny
-
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=shared_jax_cache(tmp_path_factory))
     workdir = tmp_path / "tiny"
-    results = fdp_train.train_and_evaluate(fdp_tiny.get_config(), str(workdir))
+    proc = subprocess.run([sys.executable, "-m", "launch.fdp", "--config=launch/configs/fdp_tiny.py",
+                           f"--workdir={workdir}"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '"folds": 3' in proc.stdout and "report.md" in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
     pooled = results["pooled"]
     assert [r["subject"] for r in pooled["per_fold"]] == ["sub01", "sub02", "sub03"]
     assert pooled["num_samples"] == sum(r["n"] for r in pooled["per_fold"]) > 0
@@ -152,8 +164,7 @@ def test_tiny_config_end_to_end_and_predict_cli(tmp_path):
     out_png = tmp_path / "clip_di.png"
     proc = subprocess.run([sys.executable, "-m", "launch.fdp_predict", f"--checkpoint={workdir}",
                            f"--frames={clip_dir}", f"--out_png={out_png}", "--crop=none"],
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          capture_output=True, text=True, timeout=600)
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
     assert set(printed["probabilities"]) == set(results["class_names"])

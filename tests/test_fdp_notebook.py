@@ -11,7 +11,10 @@ from nbclient import NotebookClient
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_colab_notebook_runs_with_tiny_config(tmp_path, monkeypatch):
+def test_colab_notebook_runs_with_tiny_config(tmp_path, tmp_path_factory, monkeypatch):
+    from tests.test_fdp_loso import shared_jax_cache
+
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", shared_jax_cache(tmp_path_factory))
     monkeypatch.setenv("FDP_SKIP_INSTALL", "1")
     monkeypatch.setenv("FDP_NOTEBOOK_CONFIG", "fdp_tiny")
     monkeypatch.setenv("FDP_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
