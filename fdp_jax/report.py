@@ -203,7 +203,7 @@ def write_plots(wd: workdir_lib.Workdir, pooled: Mapping[str, Any], class_names:
                 targets.append(fold["di_target"][index])
                 preds.append(fold["di_pred"][index])
                 label = int(fold["labels"][index])
-                captions.append(f"s{fold['subject']} {class_names[label] if label < len(class_names) else label}")
+                captions.append(f"{fold['subject']} {class_names[label] if label < len(class_names) else label}")
     if targets:
         plots["dynamic_images"] = plot_dynamic_images(np.stack(targets), np.stack(preds),
                                                       os.path.join(wd.plots, "dynamic_images.png"), captions)
