@@ -155,8 +155,7 @@ def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject
     mode = selection_mode(config)
     num_steps = int(config.num_steps)
     eval_every = int(config.eval_every) if config.eval_every > 0 else int(data.info["steps_per_epoch"])
-    candidate_path = os.path.join(fold_dir, "selection_candidate.npz")
-    candidate: dict | None = None
+    candidate: dict | None = None  # best step so far: its step, score and test outputs
     start = 0
     ckpt = checkpointing.Checkpointer(os.path.join(fold_dir, "checkpoints"), max_to_keep=2,
                                       async_save=config.get("async_checkpointing", True))
@@ -166,10 +165,8 @@ def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject
             state, start = restored.state, int(restored.meta["step"])
             data.train_iter = restored.data_iter if restored.data_iter is not None else data.train_iter
             logging.info("Fold %s: resumed at step %d.", subject, start)
-            if os.path.exists(candidate_path):
-                saved = dict(np.load(candidate_path))
-                if int(saved["step"]) <= start:  # ignore candidates from steps that will be re-run
-                    candidate = saved
+            if restored.meta.get("candidate_step") is not None:  # the best step as of that checkpoint
+                candidate = dict(np.load(os.path.join(fold_dir, f"candidate_step{restored.meta['candidate_step']}.npz")))
         bar = progress.progress(total=num_steps, initial=start, desc=f"fold {subject}", leave=False,
                                 unit="step")
         for step in range(start, num_steps):
@@ -186,18 +183,18 @@ def run_fold(config: ml_collections.ConfigDict, wd: workdir_lib.Workdir, subject
                 writer.write_scalars(done, scalars, prefix=f"fold_{subject}/train")
                 bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.3f}")
             if mode != "last" and (done % eval_every == 0 or done == num_steps):
-                select_on = data.test_batches if mode == "test" else data.val_batches
-                score = selection_score(predict(step_fns, state, select_on, mesh), data.info["num_classes"],
-                                        config.selection_metric)
+                scored = predict(step_fns, state, data.test_batches if mode == "test" else data.val_batches, mesh)
+                score = selection_score(scored, data.info["num_classes"], config.selection_metric)
                 writer.write_scalars(done, {"score": score}, prefix=f"fold_{subject}/select")
                 if candidate is None or score > float(candidate["score"]):
-                    test = predict(step_fns, state, data.test_batches, mesh)
+                    test = scored if mode == "test" else predict(step_fns, state, data.test_batches, mesh)
                     candidate = {"step": np.int64(done), "score": np.float64(score), **test}
-                    _save_npz(candidate_path, **candidate)
+                    _save_npz(os.path.join(fold_dir, f"candidate_step{done}.npz"), **candidate)
             if done % config.checkpoint_every == 0 or done == num_steps:
                 # The final step is kept too: launch.fdp_predict loads it (with the fold's normalisation).
                 meta = {"step": done, "subject": subject, "class_names": data.info.get("class_names"),
-                        "normalization": (data.info.get("normalization") or {}).get("train")}
+                        "normalization": (data.info.get("normalization") or {}).get("train"),
+                        "candidate_step": None if candidate is None else int(candidate["step"])}
                 ckpt.save(done, state, data_iter=data.train_iter, meta=meta, force=done == num_steps)
             bar.update(1)
         bar.close()

@@ -91,8 +91,11 @@ def make_components(clips: list[dict]) -> fdp_train.LosoComponents:
         return fdp_train.StepFns(init=init, train=jax.jit(train), evaluate=jax.jit(evaluate))
 
     def make_fold_data(source, test_subject, config, dataset):
-        train = [c for c in source if c["subject"] != test_subject]
+        others = sorted({c["subject"] for c in source} - {test_subject})
+        val_subjects = others[:config.data.validation_subjects]
+        train = [c for c in source if c["subject"] not in val_subjects and c["subject"] != test_subject]
         test = [c for c in source if c["subject"] == test_subject]
+        val = [c for c in source if c["subject"] in val_subjects]
         batch_size = config.batch_size
 
         def to_batch(c):
@@ -102,13 +105,16 @@ def make_components(clips: list[dict]) -> fdp_train.LosoComponents:
         ds = (grain.MapDataset.source(train).seed(config.seed).shuffle().repeat(None).map(to_batch)
               .batch(batch_size, drop_remainder=True))
         train_iter = iter(ds.to_iter_dataset())
-        test_batches = []
-        for start in range(0, len(test), batch_size):
-            items = [to_batch(c) for c in test[start:start + batch_size]]
-            pad = batch_size - len(items)
-            items += [dict(items[0], mask=np.float32(0.0))] * pad
-            test_batches.append({k: np.stack([it[k] for it in items]) for k in items[0]})
-        return fdp_train.FoldData(train_iter=train_iter, test_batches=test_batches, val_batches=None,
+        def padded_batches(rows):
+            batches = []
+            for start in range(0, len(rows), batch_size):
+                items = [to_batch(c) for c in rows[start:start + batch_size]]
+                items += [dict(items[0], mask=np.float32(0.0))] * (batch_size - len(items))
+                batches.append({k: np.stack([it[k] for it in items]) for k in items[0]})
+            return batches
+
+        return fdp_train.FoldData(train_iter=train_iter, test_batches=padded_batches(test),
+                                  val_batches=padded_batches(val) if val else None,
                                   info={"num_classes": NUM_CLASSES,
                                         "steps_per_epoch": max(1, len(train) // batch_size)})
 

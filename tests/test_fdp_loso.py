@@ -97,12 +97,30 @@ def test_resume_between_and_within_folds_matches_uninterrupted_run(tmp_path, ref
     assert resumed["pooled"]["uf1"] == pytest.approx(reference["pooled"]["uf1"])
 
 
-def test_select_on_test_is_labelled_leaky_and_val_selection_needs_no_test(tmp_path):
-    results = run(tmp_path, standin_config(select_on_test=True, eval_every=4), num_subjects=2)
-    assert results["select_on_test"] is True
-    assert "LEAKY" in (tmp_path / "report.md").read_text()
-    steps = {r["selected_step"] for r in results["pooled"]["per_fold"]}
-    assert steps <= {4, 8, 12}
+def test_select_on_test_is_labelled_leaky_and_resumes_with_its_best_step(tmp_path):
+    config = standin_config(select_on_test=True, eval_every=4, checkpoint_every=4)
+    reference = run(tmp_path / "ref", config, num_subjects=2)
+    assert reference["select_on_test"] is True and "TEST subject" in reference["selection"]
+    assert "LEAKY" in (tmp_path / "ref" / "report.md").read_text()
+    with pytest.raises(Interrupt):  # after the step-8 checkpoint: the best step so far must survive
+        run(tmp_path / "resumed", config, interrupt_at=("01", 10), num_subjects=2)
+    resumed = run(tmp_path / "resumed", config, num_subjects=2)
+    assert ([r["selected_step"] for r in resumed["pooled"]["per_fold"]]
+            == [r["selected_step"] for r in reference["pooled"]["per_fold"]])
+    assert {r["selected_step"] for r in reference["pooled"]["per_fold"]} <= {4, 8, 12}
+    for subject in ("01", "02"):
+        np.testing.assert_allclose(fold_logits(tmp_path / "resumed", subject),
+                                   fold_logits(tmp_path / "ref", subject), rtol=1e-5, atol=1e-5)
+
+
+def test_validation_selection_uses_training_subjects_only(tmp_path):
+    results = run(tmp_path, standin_config(eval_every=4, data={"name": "standin", "validation_subjects": 1,
+                                                               "subjects": ()}))
+    assert results["select_on_test"] is False and "validation" in results["selection"]
+    assert "LEAKY" not in (tmp_path / "report.md").read_text()
+    assert {r["selected_step"] for r in results["pooled"]["per_fold"]} <= {4, 8, 12}
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("prefix") == "fold_01/select" for r in records)
 
 
 def test_8_devices_agree_with_1_device():
