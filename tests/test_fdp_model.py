@@ -182,8 +182,6 @@ def test_train_mode_droppath_and_per_frame_encoder():
     for t in range(8):  # replay the official per-frame loop with the encoder alone
         stats = one_frame(stats, clips[:, t])[1]["batch_stats"]
     np.testing.assert_allclose(stem(sc), np.asarray(stats["stem_0"]["norm"]["mean"]), rtol=1e-5, atol=1e-6)
-    deep = lambda s: np.asarray(s["features_3"]["norm"]["var"])
-    np.testing.assert_allclose(deep(sc["batch_stats"]["frame_rep"]), deep(stats), rtol=1e-4, atol=1e-6)
 
 
 def test_grouped_conv_matches_flax_grouped_conv():

@@ -146,3 +146,15 @@ def test_dynamic_image_target_recipe_matches(golden):
     np.testing.assert_allclose(fdp_jax.rank_pooling_coefficients(8),
                                [-8.460714, -1.460714, 1.039286, 2.039286, 2.289286, 2.089286, 1.589286, 0.875],
                                atol=1e-6)
+
+
+def test_load_torch_checkpoint_roundtrip(reference_run, tmp_path):
+    torch = pytest.importorskip("torch")
+    from fdp_jax.convert import load_torch_checkpoint
+    path = str(tmp_path / "fdp.pth")
+    torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in reference_run["state_dict"].items()}},
+               path)
+    loaded = load_torch_checkpoint(path)
+    want = reference_run["variables"]
+    same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), loaded, want)
+    assert all(jax.tree.leaves(same))

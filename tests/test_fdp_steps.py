@@ -81,7 +81,7 @@ key = jax.random.PRNGKey(3)
 # (e.g. BN-cancelled directions) and would hide real disagreements behind +-lr noise. Gradients of convs
 # followed by train-mode BN are differences of large, nearly cancelling float32 sums, so a different
 # reduction order (8 shards) moves them by ~1% of their size: compare updates relative to their scale.
-tx = optax.sgd(1e-3)
+tx = optax.sgd(1e-5)  # the random tiny net has gradients ~50: keep step 2 in the linear regime
 def run(step, state, b, n=2):
     ms, states = [], []
     for i in range(n):
@@ -121,7 +121,6 @@ print(json.dumps({
 
 def test_data_parallel_jit_and_pmap_agree_with_single_device():
     r = run_with_devices(MULTI, 8)
-    print(r)
     assert r["devices"] == 8 and "data" in r["mesh_sharding"]
     assert r["count"] == [13.0, 13.0, 13.0]
     np.testing.assert_allclose(r["loss_mesh"], r["loss"], rtol=1e-3)
