@@ -4,7 +4,7 @@
 cross-validation of a linear classifier on the onset frame, the apex frame and the apex - onset difference.
 ``preview_png`` draws onset / apex / difference per class.
 
-CLI: ``python -m datasets.synthetic_me.probe --dataset=casme2 --out_dir=/tmp/casme2_demo --png=demo.png``
+CLI: ``python -m datasets.synthetic_me.probe --dataset=casme2 --out_dir=workdirs/casme2_demo --png=demo.png``
 (generates the release with the given size first unless --reuse).
 """
 from __future__ import annotations
