@@ -149,7 +149,7 @@ def test_dynamic_image_target_recipe_matches(golden):
 
 
 def test_load_torch_checkpoint_roundtrip(reference_run, tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")  # the optional `torch` extra; skipped where it is not installed
     from fdp_jax.convert import load_torch_checkpoint
     path = str(tmp_path / "fdp.pth")
     torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in reference_run["state_dict"].items()}},
