@@ -1,6 +1,6 @@
 """Tiny FDP LOSO run for tests and the notebook test: 3 synthetic subjects, tiny model, a few steps.
 
-    python -m launch.fdp --config=launch/configs/fdp_tiny.py --workdir=/tmp/fdp_tiny
+    python -m launch.fdp --config=launch/configs/fdp_tiny.py --workdir=workdirs/fdp_tiny
 
 Checks that the pipeline runs end to end; its scores mean nothing.
 """
