@@ -57,12 +57,5 @@ manual_dir (unzipped; a doubled X/X/ folder or one extra folder level is fine):
         for name, cropped, candidates in (("cropped", True, CROPPED_DIRS), ("raw", False, RAW_DIRS)):
             root = frames_lib.find_release_dir(manual_dir, candidates)
             if root:
-                out.append(FrameVariant(name, cropped, _resolver(root), root))
+                out.append(FrameVariant(name, cropped, frames_lib.subject_clip_resolver(root), root))
         return out
-
-
-def _resolver(root: str):
-    def resolve(ann: ann_lib.ClipAnnotation) -> str | None:
-        subject_dir = frames_lib.find_dir(root, ann.subject)
-        return frames_lib.find_dir(subject_dir, ann.clip) if subject_dir else None
-    return resolve

@@ -65,6 +65,14 @@ def find_dir(parent: str, name: str) -> str | None:
     return None
 
 
+def subject_clip_resolver(root: str):
+    """A resolver ``ann -> root/<ann.subject>/<ann.clip>`` (each level matched case-insensitively), or None."""
+    def resolve(ann) -> str | None:
+        subject_dir = find_dir(root, ann.subject)
+        return find_dir(subject_dir, ann.clip) if subject_dir else None
+    return resolve
+
+
 def find_release_dir(manual_dir: str, relative_paths: Iterable[str], *, max_depth: int = 2) -> str | None:
     """Finds a release folder such as ``Cropped`` or ``CASME2_RAW_selected`` under ``manual_dir``.
 

@@ -56,14 +56,7 @@ Optionally a face-cropped copy in the same layout: SAMM_CROP/ (used in preferenc
             if root and name == "raw" and not frames_lib.find_parent_of(root, SUBJECT_DIR, max_depth=0):
                 root = frames_lib.find_parent_of(root, SUBJECT_DIR, max_depth=2) or root
             if root:
-                out.append(FrameVariant(name, cropped, _resolver(root), root))
-        if not out and frames_lib.find_parent_of(manual_dir, SUBJECT_DIR, max_depth=0):
-            out.append(FrameVariant("raw", False, _resolver(manual_dir), manual_dir))  # manual_dir = SAMM/
+                out.append(FrameVariant(name, cropped, frames_lib.subject_clip_resolver(root), root))
+        if not out and frames_lib.find_parent_of(manual_dir, SUBJECT_DIR, max_depth=0):  # manual_dir = SAMM/
+            out.append(FrameVariant("raw", False, frames_lib.subject_clip_resolver(manual_dir), manual_dir))
         return out
-
-
-def _resolver(root: str):
-    def resolve(ann: ann_lib.ClipAnnotation) -> str | None:
-        subject_dir = frames_lib.find_dir(root, ann.subject)
-        return frames_lib.find_dir(subject_dir, ann.clip) if subject_dir else None
-    return resolve
