@@ -340,15 +340,10 @@ def _make_step_fns(config: ml_collections.ConfigDict, mesh, num_classes: int) ->
                    train_bn_frozen=train_steps.make_train_step(mesh, bn_train=False, **kwargs))
 
 
-def _make_fold_data(clips: Any, test_subject: str, config: ml_collections.ConfigDict, dataset: dict) -> FoldData:
+def default_components() -> LosoComponents:
+    """The project's builders + grain pipeline + FDP model.
+
+    Folds come from ``fdp_jax.input_pipeline.make_fold_data`` (its ``Fold`` has the fields of ``FoldData``)."""
     from fdp_jax import input_pipeline
 
-    fold = input_pipeline.make_fold(clips, test_subject, config.data, seed=config.seed,
-                                    batch_size=config.batch_size)
-    return FoldData(train_iter=fold.train_iter, test_batches=fold.test_batches, val_batches=fold.val_batches,
-                    info=fold.info)
-
-
-def default_components() -> LosoComponents:
-    """The project's builders + grain pipeline + FDP model."""
-    return LosoComponents(_prepare_source, _make_step_fns, _make_fold_data)
+    return LosoComponents(_prepare_source, _make_step_fns, input_pipeline.make_fold_data)
