@@ -291,8 +291,9 @@ class FrameEncoder(nn.Module):
         self.sow("intermediates", "stem", x)
         plan = block_plan(spec)
         rates = np.linspace(0.0, spec.path_dropout, len(plan)) if plan else []
-        lfa_cls = nn.remat(LFA, static_argnums=(2,)) if spec.remat else LFA
-        gfa_cls = nn.remat(GFA, static_argnums=(2,)) if spec.remat else GFA
+        block_remat = spec.remat and not spec.per_frame_encoder  # per-frame: the frame scan is remat'ed
+        lfa_cls = nn.remat(LFA, static_argnums=(2,)) if block_remat else LFA
+        gfa_cls = nn.remat(GFA, static_argnums=(2,)) if block_remat else GFA
         for idx, (kind, stage, width, stride, sr) in enumerate(plan):
             if kind == "lfa":
                 x = lfa_cls(spec, width, stride, float(rates[idx]), name=f"features_{idx}")(x, train)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import jax
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from fdp_jax import metrics, report
@@ -310,6 +311,20 @@ def compute_dtype(config: ml_collections.ConfigDict) -> str:
     return wanted
 
 
+def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_steps: int) -> Any:
+    """``optimizer.learning_rate`` as a float ('constant') or an optax schedule ('warmup_cosine')."""
+    name = optimizer_config.get("schedule", "constant")
+    peak = float(optimizer_config.learning_rate)
+    if name == "constant":
+        return peak
+    if name == "warmup_cosine":
+        warmup = int(optimizer_config.get("warmup_steps", 0))
+        if not 0 <= warmup < num_steps:
+            raise ValueError(f"optimizer.warmup_steps={warmup} must be in [0, num_steps={num_steps}).")
+        return optax.warmup_cosine_decay_schedule(0.0 if warmup else peak, peak, warmup, num_steps, 0.0)
+    raise ValueError(f"optimizer.schedule={name!r}: expected 'constant' or 'warmup_cosine'.")
+
+
 def _make_step_fns(config: ml_collections.ConfigDict, mesh, num_classes: int) -> StepFns:
     """FDP StepFns from ``fdp_jax.train_steps``: jit + NamedSharding over ``mesh``, compiled once."""
     from fdp_jax import models, train_steps
@@ -324,7 +339,8 @@ def _make_step_fns(config: ml_collections.ConfigDict, mesh, num_classes: int) ->
     # One template state: its static fields (apply_fn, tx) are part of the jit cache key, so every fold's
     # fresh state reuses them and the compiled steps are shared by all folds.
     template = jax.eval_shape(lambda: train_steps.create_train_state(
-        jax.random.key(0), model_config, optimizer=opt.name, learning_rate=opt.learning_rate,
+        jax.random.key(0), model_config, optimizer=opt.name,
+        learning_rate=learning_rate_schedule(opt, config.num_steps),
         weight_decay=opt.weight_decay, variables=init_variables(jax.random.key(0))))
 
     def init(rng: jax.Array):

@@ -101,7 +101,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     import orbax.checkpoint as ocp
 
     from datasets.me_common import preprocess
-    from fdp_jax import input_pipeline, models, train_steps
+    from fdp_jax import input_pipeline, models, train as fdp_train, train_steps
     from launch import checkpointing
 
     with open(config_json, encoding="utf-8") as f:
@@ -117,7 +117,8 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     model = models.build_model(model_config)
     abstract = jax.eval_shape(lambda: train_steps.create_train_state(
         jax.random.key(0), model_config, optimizer=config.optimizer.name,
-        learning_rate=config.optimizer.learning_rate, weight_decay=config.optimizer.weight_decay,
+        learning_rate=fdp_train.learning_rate_schedule(config.optimizer, config.num_steps),
+        weight_decay=config.optimizer.weight_decay,
         variables=model.init({"params": jax.random.key(0)}, models.dummy_clips(model.spec, 1), train=False)))
     state = ckpt.restore(step, abstract).state
     ckpt.close()

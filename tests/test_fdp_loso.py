@@ -188,3 +188,20 @@ def test_tiny_config_end_to_end_and_predict_cli(tmp_path, tmp_path_factory):
     assert set(printed["probabilities"]) == set(results["class_names"])
     assert sum(printed["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert out_png.exists()
+
+
+def test_learning_rate_schedule():
+    opt = ml_collections.ConfigDict(dict(learning_rate=2e-3, schedule="constant", warmup_steps=0))
+    assert fdp_train.learning_rate_schedule(opt, 100) == 2e-3
+    opt.schedule, opt.warmup_steps = "warmup_cosine", 10
+    lr = fdp_train.learning_rate_schedule(opt, 100)
+    np.testing.assert_allclose([float(lr(0)), float(lr(10)), float(lr(55)), float(lr(100))],
+                               [0.0, 2e-3, 1e-3, 0.0], atol=1e-9)
+    opt.warmup_steps = 0
+    np.testing.assert_allclose(float(fdp_train.learning_rate_schedule(opt, 100)(0)), 2e-3)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        opt.warmup_steps = 100
+        fdp_train.learning_rate_schedule(opt, 100)
+    with pytest.raises(ValueError, match="schedule"):
+        opt.schedule = "linear"
+        fdp_train.learning_rate_schedule(opt, 100)

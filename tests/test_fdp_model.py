@@ -192,3 +192,28 @@ def test_grouped_conv_matches_flax_grouped_conv():
     variables = ours.init(jax.random.PRNGKey(1), x)
     ref = nn.Conv(32, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=4, use_bias=False)
     np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+
+
+def test_per_frame_remat_matches_per_frame_and_folded_eval():
+    """Frame-level remat changes memory, not maths: same outputs, BN updates and gradients."""
+    cfg = get_model_config("tiny", "reference_compat", path_dropout=0.0)
+    variables = fdp_jax.init(jax.random.PRNGKey(0), cfg)
+    clips = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 32, 32, 1))
+    target = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32))
+
+    def loss_and_stats(model):
+        def loss(params):
+            (logits, di), upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, clips,
+                                            train=True, mutable=["batch_stats"])
+            return jnp.sum(logits ** 2) + jnp.mean((jax.nn.sigmoid(di) - target) ** 2), upd["batch_stats"]
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+    (la, sa), ga = loss_and_stats(build_model(cfg, per_frame_encoder=True))
+    (lb, sb), gb = loss_and_stats(build_model(cfg, per_frame_encoder=True, remat=True))
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    for x, y in zip(jax.tree.leaves((sa, ga)), jax.tree.leaves((sb, gb))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    folded = jax.jit(lambda v: build_model(cfg).apply(v, clips))(variables)
+    scanned = jax.jit(lambda v: build_model(cfg, per_frame_encoder=True, remat=True).apply(v, clips))(variables)
+    for x, y in zip(folded, scanned):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)

@@ -29,7 +29,9 @@ def base_config(dataset: str = "casme2/5class", size: str = "full", mode: str = 
         out_dir="",                   # '' = <workdir>/synthetic/<dataset>
         generator_kwargs=ml_collections.ConfigDict()))
     c.model = get_model_config(size, mode)   # num_classes is set from the dataset
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam_l2", learning_rate=1e-4, weight_decay=1e-3))
+    # schedule: 'constant' (official) or 'warmup_cosine' (linear warmup over warmup_steps, cosine to 0 at num_steps)
+    c.optimizer = ml_collections.ConfigDict(dict(name="adam_l2", learning_rate=1e-4, weight_decay=1e-3,
+                                                 schedule="constant", warmup_steps=0))
     c.loss = ml_collections.ConfigDict(dict(ce_weight=1.0, di_weight=100.0))
     c.batch_size = 36                # global batch, split over the 'data' mesh axis
     c.num_steps = 501                # per fold (the official loop runs 501 optimiser steps)
