@@ -10,6 +10,10 @@ switch here (one code path, no copies):
 | `mhca`              | 'grouped': grouped 3x3 -> BN -> ReLU -> 1x1 | 'dense': one dense bias-free 3x3 conv |
 | `temporal_layout`   | 'time_major': rank-scorer depth = frames  | 'raw': raw reshape(-1, 1, 64, 64, 8)   |
 | `per_frame_encoder` | False: B*T frames in one encoder call     | False (set True for train-mode BN parity) |
+
+`remat` (both modes, default False): with `per_frame_encoder` the frame loop becomes a rolled scan that
+recomputes one frame at a time in the backward pass (low memory, slow on XLA:CPU); without it the encoder
+blocks are checkpointed.
 """
 from __future__ import annotations
 
