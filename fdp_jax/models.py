@@ -24,10 +24,10 @@ class FDP(nn.Module):
     """FDP. ``__call__(clips, train)`` -> (logits (B, num_classes) f32, di_logits (B, H, W) f32).
 
     ``train`` switches BN batch statistics and DropPath/Dropout (rng streams ``'droppath'``, ``'dropout'``).
-    With ``spec.per_frame_encoder`` and ``train=True`` the encoder runs once per frame (a scan over T
-    with batch B, shared weights, BN statistics per frame), as the official loop does; otherwise the B*T
-    frames go through one call (identical in eval mode). ``per_frame_encoder`` + ``remat`` also scans
-    in eval mode and rematerialises each frame (the low-memory training setting).
+    With ``spec.per_frame_encoder`` and ``train=True`` the encoder runs once per frame (T calls with
+    batch B, shared weights, BN statistics per frame), as the official loop does; otherwise the B*T
+    frames go through one call (identical in eval mode). ``per_frame_encoder`` + ``remat`` makes the
+    frame loop a rematerialised scan, also in eval mode (the low-memory training setting).
     """
     spec: ModelSpec
 
