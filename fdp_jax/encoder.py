@@ -92,11 +92,32 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+class Conv(nn.Conv):
+    """``nn.Conv`` (same variables) that computes a stride-1 dense 3x3 conv on tiny maps (H*W <= 4) as one
+    im2col matmul: XLA:CPU's convolution took 2.3 s forward for (288, 2, 2, 768) -> 768 channels, where the
+    (N*H*W, 9*C) x (9*C, C) matmul takes milliseconds (PyTorch/oneDNN: 29 ms)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, h, w, c = x.shape
+        if (tuple(self.kernel_size) != (3, 3) or self.feature_group_count != 1 or h * w > 4
+                or tuple(self.strides or (1, 1)) != (1, 1) or self.padding != ((1, 1), (1, 1))):
+            return super().__call__(x)
+        kernel = self.param("kernel", self.kernel_init, (3, 3, c, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+        y = lax.dot_general(patches, kernel.reshape(9 * c, self.features), (((3,), (0,)), ((), ())),
+                            precision=self.precision)
+        return y + bias if bias is not None else y
+
+
 def conv(spec: ModelSpec, features: int, kernel: int, *, stride: int = 1, groups: int = 1,
          use_bias: bool = False, name: str | None = None, kernel_init: Any = TRUNC_NORMAL) -> nn.Conv:
     """Conv with PyTorch padding (kernel // 2 on each side) in the spec's dtype/precision."""
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+    return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                    feature_group_count=groups, use_bias=use_bias, dtype=compute_dtype(spec),
                    precision=precision(spec), kernel_init=kernel_init, name=name)
 

@@ -217,3 +217,18 @@ def test_per_frame_remat_matches_per_frame_and_folded_eval():
     scanned = jax.jit(lambda v: build_model(cfg, per_frame_encoder=True, remat=True).apply(v, clips))(variables)
     for x, y in zip(folded, scanned):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw,bias", [((2, 2), False), ((1, 2), True), ((4, 4), False)])
+def test_tiny_map_conv_matches_flax_conv(hw, bias):
+    """encoder.Conv's im2col path (H*W <= 4) has nn.Conv's variables and outputs."""
+    from fdp_jax.encoder import Conv
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.PRNGKey(0), (3,) + hw + (16,))
+    ours = Conv(24, (3, 3), padding=((1, 1), (1, 1)), use_bias=bias)
+    ref = nn.Conv(24, (3, 3), padding=((1, 1), (1, 1)), use_bias=bias)
+    v = ref.init(jax.random.PRNGKey(1), x)
+    if bias:
+        v = jax.tree.map(lambda a: a + 0.5, v)
+    assert jax.tree.structure(ours.init(jax.random.PRNGKey(1), x)) == jax.tree.structure(v)
+    np.testing.assert_allclose(ours.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)
