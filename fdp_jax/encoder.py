@@ -100,8 +100,10 @@ class Conv(nn.Conv):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, c = x.shape
+        strides = self.strides or 1
+        strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
         if (tuple(self.kernel_size) != (3, 3) or self.feature_group_count != 1 or h * w > 4
-                or tuple(self.strides or (1, 1)) != (1, 1) or self.padding != ((1, 1), (1, 1))):
+                or strides != (1, 1) or self.padding != ((1, 1), (1, 1))):
             return super().__call__(x)
         kernel = self.param("kernel", self.kernel_init, (3, 3, c, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
