@@ -93,17 +93,28 @@ class DropPath(nn.Module):
 
 
 class Conv(nn.Conv):
-    """``nn.Conv`` (same variables) that computes a stride-1 dense 3x3 conv on tiny maps (H*W <= 4) as one
-    im2col matmul: XLA:CPU's convolution took 2.3 s forward for (288, 2, 2, 768) -> 768 channels, where the
-    (N*H*W, 9*C) x (9*C, C) matmul takes milliseconds (PyTorch/oneDNN: 29 ms)."""
+    """``nn.Conv`` (same variables) that computes two cases as matmuls, where XLA:CPU's convolution is slow:
+
+    * 1x1 stride-1 convs: one (N*H*W, C) x (C, O) matmul. The weight gradient of the 1x1 convolution took
+      210 ms at (288, 16, 16, 96) -> 288 channels, the matmul 51 ms.
+    * stride-1 dense 3x3 convs on tiny maps (H*W <= 4): one im2col matmul. XLA:CPU's convolution took 2.3 s
+      forward for (288, 2, 2, 768) -> 768 channels, the (N*H*W, 9*C) x (9*C, C) matmul milliseconds
+      (PyTorch/oneDNN: 29 ms).
+    """
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, c = x.shape
         strides = self.strides or 1
         strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-        if (tuple(self.kernel_size) != (3, 3) or self.feature_group_count != 1 or h * w > 4
-                or strides != (1, 1) or self.padding != ((1, 1), (1, 1))):
+        plain = self.feature_group_count == 1 and strides == (1, 1)
+        if plain and tuple(self.kernel_size) == (1, 1) and self.padding in ("SAME", "VALID", ((0, 0), (0, 0))):
+            kernel = self.param("kernel", self.kernel_init, (1, 1, c, self.features), self.param_dtype)
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+            x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+            y = lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=self.precision)
+            return y + bias if bias is not None else y
+        if (not plain or tuple(self.kernel_size) != (3, 3) or h * w > 4 or self.padding != ((1, 1), (1, 1))):
             return super().__call__(x)
         kernel = self.param("kernel", self.kernel_init, (3, 3, c, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
@@ -164,8 +175,10 @@ class PatchEmbed(nn.Module):
 class GroupedConv3x3(nn.Module):
     """Bias-free grouped 3x3 conv (stride 1, padding 1), kernel (3, 3, C/groups, C) like ``nn.Conv``.
 
-    Computed as 9 shifted batched matmuls over the groups: XLA:CPU's grouped convolution is 20-90x slower
-    (fwd+bwd, measured at the FDP stage shapes), the result is the same up to float rounding.
+    Computed group-major as one batched im2col matmul, (G, N*H*W, 9*d) x (G, 9*d, d): XLA:CPU's grouped
+    convolution is 20-90x slower (fwd+bwd at the FDP stage shapes), and 9 per-tap batched einsums in the
+    channel-last layout were 2-3x slower inside MHCA (fwd+bwd of grouped conv -> BN -> ReLU -> 1x1 at
+    (288, 16, 16, 96): 1012 ms vs 315 ms). Same result up to float rounding.
     """
     spec: ModelSpec
     groups: int
@@ -175,15 +188,12 @@ class GroupedConv3x3(nn.Module):
         n, h, w, c = x.shape
         g, d = self.groups, c // self.groups
         kernel = self.param("kernel", TRUNC_NORMAL, (3, 3, d, c), jnp.float32).astype(x.dtype)
-        k = kernel.reshape(3, 3, d, g, d).transpose(0, 1, 3, 2, 4)  # (3, 3, G, d_in, d_out)
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(n, h + 2, w + 2, g, d)
-        out = None
-        for i in range(3):
-            for j in range(3):
-                term = jnp.einsum("nhwgi,gio->nhwgo", xp[:, i:i + h, j:j + w], k[i, j],
-                                  precision=precision(self.spec))
-                out = term if out is None else out + term
-        return out.reshape(n, h, w, c)
+        k = kernel.reshape(3, 3, d, g, d).transpose(3, 0, 1, 2, 4).reshape(g, 9 * d, d)  # (G, taps*d_in, d_out)
+        xg = jnp.pad(x.reshape(n, h, w, g, d).transpose(3, 0, 1, 2, 4), ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+        patches = jnp.concatenate([xg[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
+        y = lax.dot_general(patches.reshape(g, n * h * w, 9 * d), k, (((2,), (1,)), ((0,), (0,))),
+                            precision=precision(self.spec))  # (G, N*H*W, d_out)
+        return y.reshape(g, n, h, w, d).transpose(1, 2, 3, 0, 4).reshape(n, h, w, c)
 
 
 class MHCA(nn.Module):

@@ -192,6 +192,9 @@ def test_grouped_conv_matches_flax_grouped_conv():
     variables = ours.init(jax.random.PRNGKey(1), x)
     ref = nn.Conv(32, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=4, use_bias=False)
     np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), atol=1e-5)
+    grads = [jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))), argnums=(0, 1))(variables, x) for m in (ours, ref)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_per_frame_remat_matches_per_frame_and_folded_eval():
@@ -219,14 +222,16 @@ def test_per_frame_remat_matches_per_frame_and_folded_eval():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("hw,bias", [((2, 2), False), ((1, 2), True), ((4, 4), False)])
-def test_tiny_map_conv_matches_flax_conv(hw, bias):
-    """encoder.Conv's im2col path (H*W <= 4) has nn.Conv's variables and outputs."""
+@pytest.mark.parametrize("kernel,hw,bias", [(3, (2, 2), False), (3, (1, 2), True), (3, (4, 4), False),
+                                             (1, (5, 6), True), (1, (2, 2), False)])
+def test_matmul_conv_paths_match_flax_conv(kernel, hw, bias):
+    """encoder.Conv's matmul paths (3x3 on H*W <= 4 as im2col, every 1x1) have nn.Conv's variables and outputs."""
     from fdp_jax.encoder import Conv
     import flax.linen as nn
     x = jax.random.normal(jax.random.PRNGKey(0), (3,) + hw + (16,))
-    ours = Conv(24, (3, 3), padding=((1, 1), (1, 1)), use_bias=bias)
-    ref = nn.Conv(24, (3, 3), padding=((1, 1), (1, 1)), use_bias=bias)
+    pad = ((kernel // 2, kernel // 2),) * 2
+    ours = Conv(24, (kernel, kernel), padding=pad, use_bias=bias)
+    ref = nn.Conv(24, (kernel, kernel), padding=pad, use_bias=bias)
     v = ref.init(jax.random.PRNGKey(1), x)
     if bias:
         v = jax.tree.map(lambda a: a + 0.5, v)
