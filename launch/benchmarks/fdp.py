@@ -2,6 +2,7 @@ r"""FDP train-step benchmark (fwd + bwd + optimiser), ours vs. the official PyTo
 
     python -m launch.benchmark --model=fdp [--reference_repo=PATH] [--fdp_batch_sizes=36,2]
         [--fdp_modes=paper,reference_compat] [--fdp_size=full] [--fdp_repeats=3] [--fdp_out=fdp_bench.json]
+        [--fdp_host_malloc=keep,default]
 
 Every measurement runs in its own subprocess so each reports its own peak RSS. Ours: a jitted
 ``fdp_jax.train_steps.train_step`` (Adam + coupled L2, donated state) on random clips (B, 8, 64, 64, 1);
@@ -9,7 +10,8 @@ FLOPs from XLA's cost analysis of the compiled step, MFU against a matmul peak m
 With ``--reference_repo`` (a clone of github.com/CYF-cuber/FDP) and torch importable, the official
 ``fdp.py`` is imported from there (with a stand-in for timm's DropPath/trunc_normal_/register_model if
 timm is absent) and its step (Adam(lr 1e-4, wd 1e-3), 100 * MSE + NLL(log_softmax)) is timed at the
-same shapes. No official code is part of this project.
+same shapes. No official code is part of this project. ``--fdp_host_malloc`` applies the same host allocator
+setting (see :mod:`launch.host_memory`) to both implementations; ratios compare rows with the same setting.
 """
 from __future__ import annotations
 
@@ -34,12 +36,26 @@ flags.DEFINE_string("fdp_dtype", "float32", "Compute dtype of our model (float32
 flags.DEFINE_bool("fdp_remat", False, "Rematerialise encoder blocks in our model.")
 flags.DEFINE_bool("fdp_per_frame", False, "Run our encoder once per frame (official BN behaviour).")
 flags.DEFINE_string("fdp_xla_flags", "", "Extra XLA_FLAGS for our measurement subprocesses.")
+flags.DEFINE_list("fdp_host_malloc", ["keep"],
+                  "Host allocator settings to time, applied to ours AND the official step alike: 'keep' (launch.host_memory.keep_freed_host_memory: glibc reuses freed memory, no per-step page faults) and/or "
+                  "'default' (glibc as is).")
 flags.DEFINE_string("fdp_out", None, "Write the results as JSON here.")
-flags.DEFINE_string("fdp_child", None, "Internal: run one measurement ('ours:MODE:B' or 'torch:B').")
+flags.DEFINE_string("fdp_child", None, "Internal: run one measurement ('ours:MODE:B:MALLOC' or 'torch:B:MALLOC').")
 FLAGS = flags.FLAGS
 
 
-def _ours(mode: str, batch_size: int) -> dict:
+def _host_malloc(setting: str) -> str:
+    if setting not in ("keep", "default"):
+        raise ValueError(f"--fdp_host_malloc: unknown setting {setting!r}; expected 'keep' or 'default'.")
+    if setting == "keep":
+        from launch.host_memory import keep_freed_host_memory
+        if not keep_freed_host_memory():
+            return "default (keep unavailable)"
+    return setting
+
+
+def _ours(mode: str, batch_size: int, host_malloc: str) -> dict:
+    host_malloc = _host_malloc(host_malloc)
     import jax
     import numpy as np
 
@@ -74,7 +90,7 @@ def _ours(mode: str, batch_size: int) -> dict:
     n_params = sum(int(x.size) for x in jax.tree.leaves(holder[0].params))
     return {"impl": "ours", "mode": mode, "batch": batch_size, **timing, "compile_s": compile_s,
             "flops": flops, "params": n_params, "peak_rss_mb": common.peak_rss_mb(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_malloc": host_malloc}
 
 
 def _timm_stand_in() -> None:
@@ -108,7 +124,8 @@ def _timm_stand_in() -> None:
                         "timm.models.registry": registry})
 
 
-def _torch(batch_size: int) -> dict:
+def _torch(batch_size: int, host_malloc: str) -> dict:
+    host_malloc = _host_malloc(host_malloc)
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -146,7 +163,7 @@ def _torch(batch_size: int) -> dict:
     timing = common.time_calls(run, warmup=1, repeats=FLAGS.fdp_repeats)
     return {"impl": "official_torch", "mode": "official", "batch": batch_size, **timing,
             "params": sum(p.numel() for p in model.parameters()), "peak_rss_mb": common.peak_rss_mb(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "host_malloc": host_malloc}
 
 
 def _spawn(child: str) -> dict:
@@ -169,7 +186,7 @@ def main(argv) -> None:
     del argv
     if FLAGS.fdp_child:
         kind, *rest = FLAGS.fdp_child.split(":")
-        result = _ours(rest[0], int(rest[1])) if kind == "ours" else _torch(int(rest[0]))
+        result = _ours(rest[0], int(rest[1]), rest[2]) if kind == "ours" else _torch(int(rest[0]), rest[1])
         print(json.dumps(result, default=str))
         return
     import jax
@@ -178,21 +195,23 @@ def main(argv) -> None:
     rows = []
     batches = [int(b) for b in FLAGS.fdp_batch_sizes]
     for b in batches:
-        for mode in FLAGS.fdp_modes:
-            rows.append(_spawn(f"ours:{mode}:{b}"))
-            print(json.dumps(rows[-1], default=str), flush=True)
-        if FLAGS.reference_repo:
-            rows.append(_spawn(f"torch:{b}"))
-            print(json.dumps(rows[-1], default=str), flush=True)
+        for malloc in FLAGS.fdp_host_malloc:
+            for mode in FLAGS.fdp_modes:
+                rows.append(_spawn(f"ours:{mode}:{b}:{malloc}"))
+                print(json.dumps(rows[-1], default=str), flush=True)
+            if FLAGS.reference_repo:
+                rows.append(_spawn(f"torch:{b}:{malloc}"))
+                print(json.dumps(rows[-1], default=str), flush=True)
     for r in rows:
         if r.get("impl") == "ours":
             r["mfu"] = common.mfu(r.get("flops"), r["median_s"], peak["peak_flops_per_s"])
             r["tflops_per_s"] = (r["flops"] / r["median_s"] / 1e12) if r.get("flops") else None
-            ref = next((x for x in rows if x.get("impl") == "official_torch" and x["batch"] == r["batch"]), None)
+            ref = next((x for x in rows if x.get("impl") == "official_torch" and x["batch"] == r["batch"]
+                        and x.get("host_malloc") == r.get("host_malloc")), None)
             if ref:
                 r["time_vs_official"] = r["median_s"] / ref["median_s"]
                 r["rss_vs_official"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
-    columns = ["impl", "mode", "batch", "median_s", "min_s", "compile_s", "peak_rss_mb", "tflops_per_s", "mfu",
+    columns = ["impl", "mode", "batch", "host_malloc", "median_s", "min_s", "compile_s", "peak_rss_mb", "tflops_per_s", "mfu",
                "time_vs_official", "rss_vs_official"]
     print(f"\nFDP train step ({FLAGS.fdp_size}, {FLAGS.fdp_dtype}) on {jax.default_backend()}; matmul peak "
           f"{peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
@@ -203,4 +222,5 @@ def main(argv) -> None:
     common.write_json(FLAGS.fdp_out, {"machine": common.machine_info(), "matmul_peak": peak, "rows": rows,
                                       "flags": {"size": FLAGS.fdp_size, "dtype": FLAGS.fdp_dtype,
                                                 "remat": FLAGS.fdp_remat, "per_frame": FLAGS.fdp_per_frame,
-                                                "xla_flags": FLAGS.fdp_xla_flags}})
+                                                "xla_flags": FLAGS.fdp_xla_flags,
+                                                "host_malloc": FLAGS.fdp_host_malloc}})
