@@ -6,9 +6,9 @@ Generates a synthetic CASME II release (procedural faces, AU-like motion carries
 ``<workdir>/synthetic/casme2`` unless present, builds it into ``<workdir>/tfds``, then runs LOSO with a
 paper-mode FDP and a short fixed schedule (model = last step; nothing is selected on the test subject).
 
-Sizing for 2 CPU cores / 10 minutes: the ``small`` preset (73 GFLOP per batch-16 train step, ~1-2 s per
-step on 2 cores) is narrowed further here (same paper topology: stem, 4 stages of 1 LFA + 1 GFA block,
-time-major rank scorer, SegNet decoder), to ~8 GFLOP per batch-8 step; 8 subjects x 24 clips, 150 steps
+Sizing for 2 CPU cores / 10 minutes: the ``small`` preset (37.5 GFLOP per batch-8 train step by XLA's cost
+analysis; its whole LOSO took 9 min 48 s) is narrowed further here (same paper topology: stem, 4 stages of
+1 LFA + 1 GFA block, time-major rank scorer, SegNet decoder), to 8.3 GFLOP per batch-8 step; 8 subjects x 24 clips, 150 steps
 per fold (warmup + cosine learning rate). The clips are centred in time (``data.center_time``, a documented data-side option that is NOT
 in the paper; paper-faithful settings stayed at chance on this budget). See docs/fdp_training.md for the
 measured scores and what was tried.
