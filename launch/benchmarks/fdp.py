@@ -37,8 +37,9 @@ flags.DEFINE_bool("fdp_remat", False, "Rematerialise encoder blocks in our model
 flags.DEFINE_bool("fdp_per_frame", False, "Run our encoder once per frame (official BN behaviour).")
 flags.DEFINE_string("fdp_xla_flags", "", "Extra XLA_FLAGS for our measurement subprocesses.")
 flags.DEFINE_list("fdp_host_malloc", ["keep"],
-                  "Host allocator settings to time, applied to ours AND the official step alike: 'keep' (launch.host_memory.keep_freed_host_memory: glibc reuses freed memory, no per-step page faults) and/or "
-                  "'default' (glibc as is).")
+                  "Host allocator settings to time, applied to ours AND the official step alike: 'keep' "
+                  "(launch.host_memory.keep_freed_host_memory: glibc reuses freed memory, no per-step page "
+                  "faults) and/or 'default' (glibc as is).")
 flags.DEFINE_string("fdp_out", None, "Write the results as JSON here.")
 flags.DEFINE_string("fdp_child", None, "Internal: run one measurement ('ours:MODE:B:MALLOC' or 'torch:B:MALLOC').")
 FLAGS = flags.FLAGS
