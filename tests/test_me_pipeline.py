@@ -192,3 +192,41 @@ def test_loso_component_adapters_fill_defaults():
     fold = ip.make_fold_data(clips, "s00", cfg, {})
     assert fold.info["val_subjects"] and fold.val_batches and next(fold.train_iter)["frames"].shape[0] == 4
     assert fold.info["normalization"]["train"]["kind"] == "train_stats"
+
+
+def test_center_time_and_mean_frame_channel():
+    """center_time leaves only the motion (scaled by the training residual std); mean_frame_channel appends
+    the training-normalised mean frame; both are fitted on training subjects only and checked against the
+    model's input channels."""
+    import ml_collections
+    clips = make_table()
+    train_rows = np.flatnonzero(clips.subject != "s02")
+    x = clips.frames[train_rows].astype(np.float64) / 255.0
+    residual = x - x.mean(axis=1, keepdims=True)
+    fold = ip.make_fold(clips, "s02", config(augment=False, center_time=True), seed=0, batch_size=5)
+    norm = fold.info["normalization"]["train"]
+    assert norm["center_time"] and norm["center_scale"] == pytest.approx(residual.std(), rel=1e-5)
+    batch = next(fold.train_iter)
+    assert batch["frames"].shape == (5, 8, 64, 64, 1)
+    np.testing.assert_allclose(batch["frames"].mean(axis=1), 0.0, atol=1e-5)   # static content removed
+
+    fold2 = ip.make_fold(clips, "s02", config(augment=False, center_time=True, mean_frame_channel=True),
+                         seed=0, batch_size=5)
+    b2 = next(fold2.train_iter)
+    assert b2["frames"].shape == (5, 8, 64, 64, 2)
+    np.testing.assert_array_equal(b2["frames"][..., :1], batch["frames"])      # same clips, same motion channel
+    rows = np.searchsorted(train_rows, b2["index"])
+    face = (x[rows].mean(axis=1) - norm["shift"]) / norm["scale"]
+    for t in (0, 7):
+        np.testing.assert_allclose(b2["frames"][:, t, ..., 1], face[..., 0], atol=1e-4)
+    test = fold2.test_batches[0]["frames"]
+    assert test.shape[-1] == 2 and fold2.info["normalization"]["test"] == fold2.info["normalization"]["train"]
+
+    with pytest.raises(ValueError, match="needs data.center_time"):
+        ip.make_fold(clips, "s02", config(mean_frame_channel=True), seed=0, batch_size=5)
+    cfg = ml_collections.ConfigDict({"seed": 0, "batch_size": 4, "model": {"in_channels": 1},
+                                     "data": {"center_time": True, "mean_frame_channel": True}})
+    with pytest.raises(ValueError, match="in_channels=2"):
+        ip.make_fold_data(clips, "s00", cfg, {})
+    cfg.model.in_channels = 2
+    assert next(ip.make_fold_data(clips, "s00", cfg, {}).train_iter)["frames"].shape[-1] == 2
