@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from fdp_jax.configs import ModelSpec
+from fdp_jax.conv import Conv
 from fdp_jax.encoder import TORCH_DEFAULT_KERNEL, batch_norm, compute_dtype, precision, torch_default_bias
 
 # (name, out_channels at width 1.0); encoder stages end with a 2x2 max-pool.
@@ -61,9 +62,9 @@ class SegNet(nn.Module):
         x = x.astype(compute_dtype(spec))
 
         def conv3x3(x, name, ch):  # PyTorch default init (the official SegNet keeps it)
-            return nn.Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=compute_dtype(spec),
-                           precision=precision(spec), kernel_init=TORCH_DEFAULT_KERNEL,
-                           bias_init=torch_default_bias(9 * x.shape[-1]), name=f"conv{name}")(x)
+            return Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=compute_dtype(spec),
+                        precision=precision(spec), kernel_init=TORCH_DEFAULT_KERNEL,
+                        bias_init=torch_default_bias(9 * x.shape[-1]), name=f"conv{name}")(x)
 
         def conv_bn_relu(x, name, ch):
             x = conv3x3(x, name, ch)

@@ -16,6 +16,7 @@ import numpy as np
 from jax import lax
 
 from fdp_jax.configs import ModelSpec, make_divisible
+from fdp_jax.conv import Conv  # noqa: F401  (re-exported: the shared conv helper)
 
 # PyTorch-like init for the official encoder: trunc_normal(std .02) kernels, zero biases.
 TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)
@@ -90,40 +91,6 @@ class DropPath(nn.Module):
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("droppath"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
-
-
-class Conv(nn.Conv):
-    """``nn.Conv`` (same variables) that computes two cases as matmuls, where XLA:CPU's convolution is slow:
-
-    * 1x1 stride-1 convs: one (N*H*W, C) x (C, O) matmul. The weight gradient of the 1x1 convolution took
-      210 ms at (288, 16, 16, 96) -> 288 channels, the matmul 51 ms.
-    * stride-1 dense 3x3 convs on tiny maps (H*W <= 4): one im2col matmul. XLA:CPU's convolution took 2.3 s
-      forward for (288, 2, 2, 768) -> 768 channels, the (N*H*W, 9*C) x (9*C, C) matmul milliseconds
-      (PyTorch/oneDNN: 29 ms).
-    """
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        n, h, w, c = x.shape
-        strides = self.strides or 1
-        strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-        plain = self.feature_group_count == 1 and strides == (1, 1)
-        if plain and tuple(self.kernel_size) == (1, 1) and self.padding in ("SAME", "VALID", ((0, 0), (0, 0))):
-            kernel = self.param("kernel", self.kernel_init, (1, 1, c, self.features), self.param_dtype)
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-            x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-            y = lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=self.precision)
-            return y + bias if bias is not None else y
-        if (not plain or tuple(self.kernel_size) != (3, 3) or h * w > 4 or self.padding != ((1, 1), (1, 1))):
-            return super().__call__(x)
-        kernel = self.param("kernel", self.kernel_init, (3, 3, c, self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
-        y = lax.dot_general(patches, kernel.reshape(9 * c, self.features), (((3,), (0,)), ((), ())),
-                            precision=self.precision)
-        return y + bias if bias is not None else y
 
 
 def conv(spec: ModelSpec, features: int, kernel: int, *, stride: int = 1, groups: int = 1,
