@@ -256,10 +256,11 @@ def test_chunked_weight_gradient_conv_matches_xla_conv(stride, chunks):
 
 
 def test_weight_gradient_chunk_rule():
-    """Chunks only on CPU, for maps >= 8x8 with >= 8 MiB of input; power-of-two chunks of <= 1 MiB."""
+    """Chunks only on CPU, for maps >= 8x8 with >= 8 MiB of input; power-of-two chunks of <= 4 MiB."""
     from fdp_jax.conv import weight_grad_chunks
-    assert weight_grad_chunks((288, 16, 16, 96), 4, "cpu") == 36       # 8 samples (768 KiB) per chunk
-    assert weight_grad_chunks((36, 64, 64, 64), 4, "cpu") == 36        # 1 MiB per sample
+    assert weight_grad_chunks((288, 16, 16, 96), 4, "cpu") == 9        # 32 samples (3 MiB) per chunk
+    assert weight_grad_chunks((36, 64, 64, 64), 4, "cpu") == 9         # 4 samples of 1 MiB
+    assert weight_grad_chunks((18, 128, 128, 64), 4, "cpu") == 18      # one 4 MiB sample per chunk
     assert weight_grad_chunks((288, 16, 16, 96), 4, "gpu") == 1
     assert weight_grad_chunks((288, 4, 4, 384), 4, "cpu") == 1         # tiny maps: XLA's conv is faster
     assert weight_grad_chunks((36, 8, 8, 512), 4, "cpu") == 1          # small input
