@@ -53,7 +53,7 @@ def get_model_config(size: str = "full", mode: str = "paper", **overrides: Any) 
                strides=(1, 2, 2, 2), sr_ratios=(8, 4, 2, 1), head_dim=8, mix_block_ratio=0.75,
                lfa_mlp_ratio=3.0, gfa_mlp_ratio=2.0, path_dropout=0.1, drop=0.0, attn_drop=0.0,
                rank_channels=8, mer_hidden=256, pool_size=3,
-               dtype="float32", precision="default", remat=False)
+               head_pool="avg", dtype="float32", precision="default", remat=False)
     cfg.update(_size_fields(size))
     cfg.update(_mode_fields(mode))
     for key, value in overrides.items():
@@ -94,6 +94,7 @@ class ModelSpec:
     dtype: str = "float32"
     precision: str = "default"
     remat: bool = False
+    head_pool: str = "avg"  # 'avg': BN -> global average pool -> Dense (paper + official); 'flatten': NOT in the paper
     bn_axis_name: str | None = None  # set for pmap (cross-device BN statistics)
 
     @property
@@ -104,6 +105,8 @@ class ModelSpec:
     def validate(self) -> "ModelSpec":
         if self.mhca not in ("dense", "grouped"):
             raise ValueError(f"mhca must be 'dense' or 'grouped', got {self.mhca!r}")
+        if self.head_pool not in ("avg", "flatten"):
+            raise ValueError(f"head_pool must be 'avg' (paper, official) or 'flatten', got {self.head_pool!r}")
         if self.temporal_layout not in ("raw", "time_major"):
             raise ValueError(f"temporal_layout must be 'raw' or 'time_major', got {self.temporal_layout!r}")
         if self.image_size % 32:

@@ -302,7 +302,10 @@ class FrameEncoder(nn.Module):
             if idx + 1 == len(plan) or plan[idx + 1][1] != stage:
                 self.sow("intermediates", f"stage{stage + 1}", x)
         x = batch_norm(spec, "norm")(x, not train)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+        if spec.head_pool == "flatten":  # NOT in the paper: keep where on the face (final map, row-major)
+            x = x.reshape(x.shape[0], -1)
+        else:  # the paper's and the official global average pool
+            x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
         self.sow("intermediates", "pooled", x)
         return nn.Dense(spec.feature_dim, dtype=compute_dtype(spec), precision=precision(spec),
                         kernel_init=TRUNC_NORMAL, name="proj_head_0")(x)
