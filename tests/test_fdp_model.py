@@ -291,3 +291,26 @@ def test_encoder_and_segnet_gradients_with_chunked_convs_match_unchunked(monkeyp
     worst = max(float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))
                 for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(plain)))
     assert worst < 1e-4, worst   # float summation order only (measured ~1e-6)
+
+
+def test_head_pool_flatten_keeps_positions():
+    """head_pool='flatten' (NOT in the paper) feeds the final map's positions (row-major) to the Dense head;
+    averaging them gives exactly the paper's global-average-pooled vector (same encoder weights)."""
+    from fdp_jax.encoder import FrameEncoder
+    frames = jax.random.normal(jax.random.PRNGKey(0), (3, 64, 64, 1))
+    pooled, kernels = {}, {}
+    for pool in ("avg", "flatten"):
+        spec = model_spec(get_model_config("tiny", "paper", image_size=64, head_pool=pool))
+        enc = FrameEncoder(spec)
+        v = enc.init(jax.random.PRNGKey(1), frames)
+        feats, inter = enc.apply(v, frames, mutable=["intermediates"])
+        pooled[pool] = np.asarray(inter["intermediates"]["pooled"][0])
+        kernel = v["params"]["proj_head_0"]
+        np.testing.assert_allclose(feats, pooled[pool] @ kernel["kernel"] + kernel["bias"], rtol=1e-4, atol=1e-4)
+        kernels[pool] = kernel["kernel"].shape
+    c = get_model_config("tiny", "paper").gfa_widths[-1]
+    assert kernels == {"avg": (c, 64 * 64), "flatten": (2 * 2 * c, 64 * 64)}   # final map 2x2
+    np.testing.assert_allclose(pooled["flatten"].reshape(3, 2, 2, c).mean((1, 2)), pooled["avg"],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="head_pool"):
+        model_spec(get_model_config("tiny", "paper", head_pool="max"))
