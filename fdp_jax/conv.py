@@ -6,6 +6,12 @@ Found by timing single layers of the FDP train step against PyTorch/oneDNN at th
   took 210 ms at (288, 16, 16, 96) -> 288 channels, the matmul 51 ms.
 * stride-1 dense 3x3 convs on tiny maps (H*W <= 4) are one im2col matmul: XLA:CPU's convolution took 2.3 s
   forward for (288, 2, 2, 768) -> 768 channels, the (N*H*W, 9*C) x (9*C, C) matmul milliseconds.
+* stride-1 dense 3x3 convs with 96-384 input and output channels on maps of 4x4 to 16x16 with >= 256 tiles
+  (the encoder's stages 1-3 at batch 36 x 8 frames) are **Winograd F(4x4, 3x3)** convolutions
+  (:mod:`fdp_jax.winograd`, forward and backward as batched matmuls, 4x fewer multiplies; CPU backend only):
+  fwd+bwd (288, 4, 4, 384) 134 -> 75 ms, (288, 8, 8, 192) 144 -> 73 ms, (288, 16, 16, 96) 192 -> 127 ms. On
+  larger maps with fewer channels or on small batches the tile transforms cost more than they save
+  (e.g. (36, 64, 64, 64): 276 -> 331 ms; (36, 8, 8, 512): 105 -> 144 ms), hence the rule.
 * other dense convs on maps >= 8x8 with >= 8 MiB of input compute their **weight gradient in batch chunks
   of <= 4 MiB of input** (:func:`conv2d`, a ``custom_vjp``; CPU backend only): XLA:CPU's weight-gradient
   convolution over the whole batch was 2-3x slower than the sum of per-chunk ones (weight gradient alone:
@@ -23,12 +29,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fdp_jax import winograd
+
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # Chunked weight gradient: the most input bytes per chunk, and the smallest map (H*W) and input that use it.
 WEIGHT_GRAD_CHUNK_BYTES = 4 << 20
 WEIGHT_GRAD_MIN_PIXELS = 64
 WEIGHT_GRAD_MIN_INPUT_BYTES = 8 << 20
-CHUNK_LAYOUT = "strided"  # or "contiguous" (same speed on one device; strided keeps split batches balanced)
+CHUNK_LAYOUT = "strided"
+# Winograd F(WINOGRAD_TILE x WINOGRAD_TILE, 3x3): channel range, largest map (H*W) and fewest tiles that use it.
+WINOGRAD_TILE = 4
+WINOGRAD_CHANNELS = (96, 384)
+WINOGRAD_MAX_PIXELS = 256
+WINOGRAD_MIN_TILES = 256  # or "contiguous" (same speed on one device; strided keeps split batches balanced)
 
 
 def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | None = None) -> int:
@@ -47,6 +60,19 @@ def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | N
     while n % (2 * size) == 0 and 2 * size * per_sample <= WEIGHT_GRAD_CHUNK_BYTES:
         size *= 2
     return n // size
+
+
+def winograd_tile(x_shape: tuple[int, ...], features: int, backend: str | None = None) -> int:
+    """Winograd tile size for a stride-1, padding-1 dense 3x3 conv of NHWC ``x_shape`` -> ``features``
+    channels: WINOGRAD_TILE on the CPU backend inside the measured-faster range (see the module docstring), else 0."""
+    n, h, w, c = x_shape
+    lo, hi = WINOGRAD_CHANNELS
+    m = WINOGRAD_TILE
+    if ((backend or jax.default_backend()) != "cpu" or not winograd.supports(x_shape, m)
+            or not (lo <= min(c, features) and max(c, features) <= hi)
+            or h * w > WINOGRAD_MAX_PIXELS or n * (h // m) * (w // m) < WINOGRAD_MIN_TILES):
+        return 0
+    return m
 
 
 def _conv(x, kernel, strides, padding, precision):
@@ -110,6 +136,11 @@ class Conv(nn.Conv):
             patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
             y = lax.dot_general(patches, kernel.reshape(9 * c, self.features), (((3,), (0,)), ((), ())),
                                 precision=self.precision)
+        elif plain and ksize == (3, 3) and self.padding == ((1, 1), (1, 1)) \
+                and self.kernel_dilation in (None, 1, (1, 1)) and self.input_dilation in (None, 1, (1, 1)) \
+                and winograd_tile(x.shape, self.features):
+            kernel, bias, x = self._variables(x, c)
+            y = winograd.winograd_conv3x3(x, kernel, winograd_tile(x.shape, self.features), self.precision)
         elif dense and explicit_pad and len(ksize) == 2 and (self.kernel_dilation in (None, 1, (1, 1))) \
                 and (self.input_dilation in (None, 1, (1, 1))):
             kernel, bias, x = self._variables(x, c)

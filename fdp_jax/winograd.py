@@ -102,9 +102,9 @@ def output_transform_t(dy: jax.Array, m: int) -> jax.Array:
     return jnp.stack([_combine(at[:, j], per_col[i]) for i in range(a) for j in range(a)]).reshape(a * a, -1, o)
 
 
-def _bmm(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+def _bmm(lhs: jax.Array, rhs: jax.Array, precision=None) -> jax.Array:
     """(T, P, C) x (T, C, O) -> (T, P, O)."""
-    return lax.dot_general(lhs, rhs, (((2,), (1,)), ((0,), (0,))))
+    return lax.dot_general(lhs, rhs, (((2,), (1,)), ((0,), (0,))), precision=precision)
 
 
 def supports(x_shape: Sequence[int], m: int) -> bool:
@@ -112,53 +112,29 @@ def supports(x_shape: Sequence[int], m: int) -> bool:
     return m in _MATRICES and x_shape[1] % m == 0 and x_shape[2] % m == 0
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def winograd_conv3x3(x: jax.Array, kernel: jax.Array, m: int = 2) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array, m: int = 4, precision=None) -> jax.Array:
     """Stride-1 3x3 convolution with padding 1: (N, H, W, C) x (3, 3, C, O) -> (N, H, W, O); H, W % m == 0."""
-    return _forward(x, kernel, m)[0]
+    return _forward(x, kernel, m, precision)[0]
 
 
-def _forward(x, kernel, m):
+def _forward(x, kernel, m, precision):
     if not supports(x.shape, m):
         raise ValueError(f"winograd_conv3x3: tile size m={m} needs H and W divisible by m and m in "
                          f"{TILE_SIZES}; got input {x.shape}")
     v = input_transform(x, m)
-    return output_transform(_bmm(v, kernel_transform(kernel, m)), m, x.shape[:3]), (v, kernel, x.shape)
+    y = output_transform(_bmm(v, kernel_transform(kernel, m), precision), m, x.shape[:3])
+    return y, (v, kernel, x.shape)
 
 
-def _backward(m, residuals, dy):
+def _backward(m, precision, residuals, dy):
     v, kernel, x_shape = residuals
     dm = output_transform_t(dy, m)
-    dv = _bmm(dm, kernel_transform(jnp.swapaxes(kernel, 2, 3), m))  # U^T per position, built transposed
-    du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))))        # (a*a, C, O)
+    dv = _bmm(dm, kernel_transform(jnp.swapaxes(kernel, 2, 3), m), precision)  # U^T, built transposed
+    du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))), precision=precision)  # (a*a, C, O)
     dx = jax.vjp(lambda x_: input_transform(x_, m), jnp.zeros(x_shape, dy.dtype))[1](dv)[0]
     return dx, kernel_transform_t(du, m)
 
 
 winograd_conv3x3.defvjp(_forward, _backward)
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv3x3_winograd_weight_grad(x: jax.Array, kernel: jax.Array, m: int = 2, precision=None) -> jax.Array:
-    """XLA's stride-1 padding-1 3x3 convolution and input gradient, Winograd F(m, 3) weight gradient."""
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
-
-
-def _wg_forward(x, kernel, m, precision):
-    if not supports(x.shape, m):
-        raise ValueError(f"conv3x3_winograd_weight_grad: tile size m={m} needs H and W divisible by m; "
-                         f"got input {x.shape}")
-    return conv3x3_winograd_weight_grad(x, kernel, m, precision), (x, kernel)
-
-
-def _wg_backward(m, precision, residuals, dy):
-    x, kernel = residuals
-    conv = lambda x_: lax.conv_general_dilated(x_, kernel, (1, 1), ((1, 1), (1, 1)),
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
-    dx = jax.vjp(conv, x)[1](dy)[0]
-    du = lax.dot_general(input_transform(x, m), output_transform_t(dy, m), (((1,), (1,)), ((0,), (0,))))
-    return dx, kernel_transform_t(du, m)
-
-
-conv3x3_winograd_weight_grad.defvjp(_wg_forward, _wg_backward)
