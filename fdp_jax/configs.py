@@ -11,6 +11,10 @@ switch here (one code path, no copies):
 | `temporal_layout`   | 'time_major': rank-scorer depth = frames  | 'raw': raw reshape(-1, 1, 64, 64, 8)   |
 | `per_frame_encoder` | False: B*T frames in one encoder call     | False (set True for train-mode BN parity) |
 
+`head_pool` (both modes, default 'avg' = the paper's and the official global average pool before the
+4096-d projection): 'flatten' feeds the final feature map's positions to the projection instead (NOT in the
+paper; the CPU demo uses it, docs/fdp_training.md).
+
 `remat` (both modes, default False): with `per_frame_encoder` the frame loop becomes a rolled scan that
 recomputes one frame at a time in the backward pass (low memory, slow on XLA:CPU); without it the encoder
 blocks are checkpointed.
