@@ -48,3 +48,43 @@ def keep_freed_host_memory() -> bool:
         return False
     logging.info("keep_freed_host_memory: glibc keeps freed memory for reuse (no per-step page faults).")
     return True
+
+
+def release_free_host_memory() -> bool:
+    """Return the heap's free pages to the OS now (glibc ``malloc_trim(0)``). Returns True when applied.
+
+    With :func:`keep_freed_host_memory` glibc never trims, so the memory XLA frees after compiling (GBs for
+    the full FDP step) stays resident and the step's temporary buffers, allocated afterwards in one block,
+    come on top of it. Releasing it between compiling and running lowers the peak RSS (full-size
+    ``reference_compat`` batch-36 step: 8.30 -> 7.15 GB) without per-step page faults (later steps reuse
+    the kept step buffers)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    malloc_trim(0)
+    return True
+
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def _release_after_long_compile(event: str, duration: float, **kwargs) -> None:
+    if event == _BACKEND_COMPILE_EVENT and duration >= 1.0:
+        release_free_host_memory()
+
+
+def release_after_compiles() -> None:
+    """Call :func:`release_free_host_memory` after every XLA compilation of >= 1 s (a ``jax.monitoring``
+    listener, so before the compiled step first runs). Idempotent."""
+    import jax
+
+    try:  # idempotent: at most one registration (jax has no public listener query)
+        jax.monitoring.unregister_event_duration_listener(_release_after_long_compile)
+    except (AssertionError, ValueError):
+        pass
+    jax.monitoring.register_event_duration_secs_listener(_release_after_long_compile)

@@ -49,9 +49,10 @@ def _host_malloc(setting: str) -> str:
     if setting not in ("keep", "default"):
         raise ValueError(f"--fdp_host_malloc: unknown setting {setting!r}; expected 'keep' or 'default'.")
     if setting == "keep":
-        from launch.host_memory import keep_freed_host_memory
+        from launch.host_memory import keep_freed_host_memory, release_after_compiles
         if not keep_freed_host_memory():
             return "default (keep unavailable)"
+        release_after_compiles()  # ours: compile garbage returned to the OS before the first step
     return setting
 
 
@@ -152,6 +153,9 @@ def _torch(batch_size: int, host_malloc: str) -> dict:
     video = torch.from_numpy(rng.standard_normal((batch_size, 1, 8, 1, 64, 64)).astype(np.float32))
     target = torch.from_numpy(rng.uniform(size=(batch_size, 64, 64)).astype(np.float32))
     label = torch.from_numpy(rng.integers(0, 5, batch_size).astype(np.int64))
+    if host_malloc == "keep":  # same point as ours (after setup, before the first step)
+        from launch.host_memory import release_free_host_memory
+        release_free_host_memory()
 
     def run():
         opt.zero_grad()
