@@ -6,12 +6,13 @@ Found by timing single layers of the FDP train step against PyTorch/oneDNN at th
   took 210 ms at (288, 16, 16, 96) -> 288 channels, the matmul 51 ms.
 * stride-1 dense 3x3 convs on tiny maps (H*W <= 4) are one im2col matmul: XLA:CPU's convolution took 2.3 s
   forward for (288, 2, 2, 768) -> 768 channels, the (N*H*W, 9*C) x (9*C, C) matmul milliseconds.
-* stride-1 dense 3x3 convs with 96-384 input and output channels on maps of 4x4 to 16x16 with >= 256 tiles
-  (the encoder's stages 1-3 at batch 36 x 8 frames) are **Winograd F(4x4, 3x3)** convolutions
-  (:mod:`fdp_jax.winograd`, forward and backward as batched matmuls, 4x fewer multiplies; CPU backend only):
-  fwd+bwd (288, 4, 4, 384) 134 -> 75 ms, (288, 8, 8, 192) 144 -> 73 ms, (288, 16, 16, 96) 192 -> 127 ms. On
-  larger maps with fewer channels or on small batches the tile transforms cost more than they save
-  (e.g. (36, 64, 64, 64): 276 -> 331 ms; (36, 8, 8, 512): 105 -> 144 ms), hence the rule.
+* stride-1 dense 3x3 convs with >= 64 input and output channels on maps of 4x4 to 64x64 are **Winograd
+  convolutions** (:mod:`fdp_jax.winograd`: forward and backward as batched matmuls; CPU backend only):
+  F(4x4, 3x3) (4x fewer multiplies), except on 4x4 maps of fewer than 256 images, where F(2x2, 3x3) is
+  faster. Fwd+bwd (conv -> ReLU): encoder (288, 4, 4, 384) 116 -> 55 ms, (288, 8, 8, 192) 140 -> 71 ms,
+  (288, 16, 16, 96) 192 -> 128 ms; SegNet (36, 64, 64, 64) 198 -> 157 ms, (36, 16, 16, 256) 107 -> 54 ms,
+  (36, 8, 8, 512) 99 -> 62 ms, (36, 4, 4, 512) 27 -> 14-18 ms (F(2, 3)). With fewer channels the tile
+  transforms cost more than they save (e.g. (36, 64, 64, 64) -> 1: 78 -> 100 ms), hence the rule.
 * other dense convs on maps >= 8x8 with >= 8 MiB of input compute their **weight gradient in batch chunks
   of <= 4 MiB of input** (:func:`conv2d`, a ``custom_vjp``; CPU backend only): XLA:CPU's weight-gradient
   convolution over the whole batch was 2-3x slower than the sum of per-chunk ones (weight gradient alone:
@@ -36,12 +37,12 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 WEIGHT_GRAD_CHUNK_BYTES = 4 << 20
 WEIGHT_GRAD_MIN_PIXELS = 64
 WEIGHT_GRAD_MIN_INPUT_BYTES = 8 << 20
-CHUNK_LAYOUT = "strided"
-# Winograd F(WINOGRAD_TILE x WINOGRAD_TILE, 3x3): channel range, largest map (H*W) and fewest tiles that use it.
-WINOGRAD_TILE = 4
-WINOGRAD_CHANNELS = (96, 384)
-WINOGRAD_MAX_PIXELS = 256
-WINOGRAD_MIN_TILES = 256  # or "contiguous" (same speed on one device; strided keeps split batches balanced)
+CHUNK_LAYOUT = "strided"  # or "contiguous" (same speed on one device; strided keeps split batches balanced)
+# Winograd convolutions: fewest input/output channels, map sizes (H*W) that use them, and how many 4x4 maps a
+# batch needs for F(4x4, 3x3) rather than F(2x2, 3x3) on them.
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_PIXELS = (16, 4096)
+WINOGRAD_F4_MIN_IMAGES_4X4 = 256
 
 
 def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | None = None) -> int:
@@ -63,16 +64,16 @@ def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | N
 
 
 def winograd_tile(x_shape: tuple[int, ...], features: int, backend: str | None = None) -> int:
-    """Winograd tile size for a stride-1, padding-1 dense 3x3 conv of NHWC ``x_shape`` -> ``features``
-    channels: WINOGRAD_TILE on the CPU backend inside the measured-faster range (see the module docstring), else 0."""
+    """Winograd output tile size (4 or 2) for a stride-1, padding-1 dense 3x3 conv of NHWC ``x_shape`` ->
+    ``features`` channels on the CPU backend inside the measured-faster range (module docstring), else 0."""
     n, h, w, c = x_shape
-    lo, hi = WINOGRAD_CHANNELS
-    m = WINOGRAD_TILE
-    if ((backend or jax.default_backend()) != "cpu" or not winograd.supports(x_shape, m)
-            or not (lo <= min(c, features) and max(c, features) <= hi)
-            or h * w > WINOGRAD_MAX_PIXELS or n * (h // m) * (w // m) < WINOGRAD_MIN_TILES):
+    lo, hi = WINOGRAD_PIXELS
+    if ((backend or jax.default_backend()) != "cpu" or min(c, features) < WINOGRAD_MIN_CHANNELS
+            or not lo <= h * w <= hi or not winograd.supports(x_shape, 4)):
         return 0
-    return m
+    if h * w == 16 and n < WINOGRAD_F4_MIN_IMAGES_4X4:
+        return 2
+    return 4
 
 
 def _conv(x, kernel, strides, padding, precision):

@@ -8,7 +8,9 @@ float rounding (float32 relative error ~1e-6 for F(2, 3), ~1e-5 for F(4, 3); tes
 
 :func:`winograd_conv3x3` is a ``custom_vjp`` whose backward pass is again batched matmuls plus the transposed
 transforms (input gradient through the adjoint of the tile transform, weight gradient ``G^T dU G``); it keeps
-the transformed input for the weight gradient. Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where
+the transformed input and kernel for the backward pass (recomputing them from the input and kernel gives the
+same compiled program: XLA merges the two transforms). Building the transposed kernel transform in the
+backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers). Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where
 XLA's convolutions (above all their weight gradient) are slower than these matmuls; see that module.
 """
 from __future__ import annotations
@@ -122,15 +124,15 @@ def _forward(x, kernel, m, precision):
     if not supports(x.shape, m):
         raise ValueError(f"winograd_conv3x3: tile size m={m} needs H and W divisible by m and m in "
                          f"{TILE_SIZES}; got input {x.shape}")
-    v = input_transform(x, m)
-    y = output_transform(_bmm(v, kernel_transform(kernel, m), precision), m, x.shape[:3])
-    return y, (v, kernel, x.shape)
+    v, u = input_transform(x, m), kernel_transform(kernel, m)
+    y = output_transform(_bmm(v, u, precision), m, x.shape[:3])
+    return y, (v, u, x.shape)
 
 
 def _backward(m, precision, residuals, dy):
-    v, kernel, x_shape = residuals
+    v, u, x_shape = residuals
     dm = output_transform_t(dy, m)
-    dv = _bmm(dm, kernel_transform(jnp.swapaxes(kernel, 2, 3), m), precision)  # U^T, built transposed
+    dv = lax.dot_general(dm, u, (((2,), (2,)), ((0,), (0,))), precision=precision)  # dM U^T: (a*a, P, C)
     du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))), precision=precision)  # (a*a, C, O)
     dx = jax.vjp(lambda x_: input_transform(x_, m), jnp.zeros(x_shape, dy.dtype))[1](dv)[0]
     return dx, kernel_transform_t(du, m)

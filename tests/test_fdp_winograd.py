@@ -60,17 +60,19 @@ def test_winograd_rejects_indivisible_maps():
 
 
 def test_winograd_tile_rule():
-    """CPU only; 96-384 channels; maps 4x4..16x16 divisible by 4; >= 256 tiles (the encoder at batch 36 x 8)."""
+    """CPU only; >= 64 channels in and out; maps 4x4..64x64 divisible by 4; F(2, 3) on 4x4 maps of < 256 images."""
     rule = conv_lib.winograd_tile
-    assert rule((288, 4, 4, 384), 384, "cpu") == 4
+    assert rule((288, 4, 4, 384), 384, "cpu") == 4     # encoder stage 3 at batch 36 x 8 frames
     assert rule((288, 8, 8, 192), 192, "cpu") == 4
     assert rule((288, 16, 16, 96), 96, "cpu") == 4
+    assert rule((36, 64, 64, 64), 64, "cpu") == 4      # SegNet
+    assert rule((36, 4, 4, 512), 512, "cpu") == 2      # few 4x4 maps
     assert rule((288, 16, 16, 96), 96, "gpu") == 0
-    assert rule((36, 64, 64, 64), 64, "cpu") == 0      # large map, few channels
-    assert rule((36, 8, 8, 512), 512, "cpu") == 0      # wide, few tiles
-    assert rule((8, 4, 4, 384), 384, "cpu") == 0       # small batch: 8 tiles
+    assert rule((36, 64, 64, 64), 1, "cpu") == 0       # SegNet's last conv: one output channel
+    assert rule((288, 32, 32, 64), 32, "cpu") == 0     # stem
     assert rule((288, 2, 2, 768), 768, "cpu") == 0     # 2x2 maps: the im2col path
     assert rule((288, 6, 6, 128), 128, "cpu") == 0     # not divisible by 4
+    assert rule((4, 128, 128, 64), 64, "cpu") == 0     # larger than measured
 
 
 def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
@@ -86,10 +88,9 @@ def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
     v = model.init({"params": jax.random.PRNGKey(1)}, clips, train=False)
     run = jax.jit(lambda v: model.apply(v, clips, train=True, mutable=["batch_stats"],
                                         rngs={"droppath": jax.random.PRNGKey(2)})[0])
-    monkeypatch.setattr(conv_lib, "WINOGRAD_CHANNELS", (10 ** 9, 10 ** 9))
+    monkeypatch.setattr(conv_lib, "WINOGRAD_MIN_CHANNELS", 10 ** 9)
     logits_xla, di_xla = run(v)
-    monkeypatch.setattr(conv_lib, "WINOGRAD_CHANNELS", (1, 10 ** 9))
-    monkeypatch.setattr(conv_lib, "WINOGRAD_MIN_TILES", 0)
+    monkeypatch.setattr(conv_lib, "WINOGRAD_MIN_CHANNELS", 1)
     logits_w, di_w = jax.jit(lambda v: model.apply(v, clips, train=True, mutable=["batch_stats"],
                                                    rngs={"droppath": jax.random.PRNGKey(2)})[0])(v)
     assert not np.array_equal(np.asarray(logits_w), np.asarray(logits_xla))
