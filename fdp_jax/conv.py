@@ -12,7 +12,8 @@ Found by timing single layers of the FDP train step against PyTorch/oneDNN at th
   faster. Fwd+bwd (conv -> ReLU): encoder (288, 4, 4, 384) 116 -> 55 ms, (288, 8, 8, 192) 140 -> 71 ms,
   (288, 16, 16, 96) 192 -> 128 ms; SegNet (36, 64, 64, 64) 198 -> 157 ms, (36, 16, 16, 256) 107 -> 54 ms,
   (36, 8, 8, 512) 99 -> 62 ms, (36, 4, 4, 512) 27 -> 14-18 ms (F(2, 3)). With fewer channels the tile
-  transforms cost more than they save (e.g. (36, 64, 64, 64) -> 1: 78 -> 100 ms), hence the rule.
+  transforms cost more than they save (e.g. (36, 64, 64, 64) -> 1: 78 -> 100 ms), and with fewer than 128
+  tiles (small batches) the kernel transforms do (batch-2 step 0.50 -> 0.70 s without that limit), hence the rule.
 * other dense convs on maps >= 8x8 with >= 8 MiB of input compute their **weight gradient in batch chunks
   of <= 4 MiB of input** (:func:`conv2d`, a ``custom_vjp``; CPU backend only): XLA:CPU's weight-gradient
   convolution over the whole batch was 2-3x slower than the sum of per-chunk ones (weight gradient alone:
@@ -43,6 +44,7 @@ CHUNK_LAYOUT = "strided"  # or "contiguous" (same speed on one device; strided k
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_PIXELS = (16, 4096)
 WINOGRAD_F4_MIN_IMAGES_4X4 = 256
+WINOGRAD_MIN_TILES = 128  # fewer: the kernel transforms cost more than the smaller matmuls save (small batches)
 
 
 def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | None = None) -> int:
@@ -71,9 +73,8 @@ def winograd_tile(x_shape: tuple[int, ...], features: int, backend: str | None =
     if ((backend or jax.default_backend()) != "cpu" or min(c, features) < WINOGRAD_MIN_CHANNELS
             or not lo <= h * w <= hi or not winograd.supports(x_shape, 4)):
         return 0
-    if h * w == 16 and n < WINOGRAD_F4_MIN_IMAGES_4X4:
-        return 2
-    return 4
+    m = 2 if h * w == 16 and n < WINOGRAD_F4_MIN_IMAGES_4X4 else 4
+    return m if n * (h // m) * (w // m) >= WINOGRAD_MIN_TILES else 0
 
 
 def _conv(x, kernel, strides, padding, precision):

@@ -60,7 +60,8 @@ def test_winograd_rejects_indivisible_maps():
 
 
 def test_winograd_tile_rule():
-    """CPU only; >= 64 channels in and out; maps 4x4..64x64 divisible by 4; F(2, 3) on 4x4 maps of < 256 images."""
+    """CPU only; >= 64 channels in and out; maps 4x4..64x64 divisible by 4; >= 128 tiles; F(2, 3) on 4x4 maps
+    of < 256 images."""
     rule = conv_lib.winograd_tile
     assert rule((288, 4, 4, 384), 384, "cpu") == 4     # encoder stage 3 at batch 36 x 8 frames
     assert rule((288, 8, 8, 192), 192, "cpu") == 4
@@ -73,6 +74,8 @@ def test_winograd_tile_rule():
     assert rule((288, 2, 2, 768), 768, "cpu") == 0     # 2x2 maps: the im2col path
     assert rule((288, 6, 6, 128), 128, "cpu") == 0     # not divisible by 4
     assert rule((4, 128, 128, 64), 64, "cpu") == 0     # larger than measured
+    assert rule((2, 8, 8, 512), 512, "cpu") == 0       # batch 2: 8 tiles, the kernel transforms dominate
+    assert rule((16, 16, 16, 96), 96, "cpu") == 4      # 256 tiles
 
 
 def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
