@@ -140,9 +140,9 @@ class Conv(nn.Conv):
                                 precision=self.precision)
         elif plain and ksize == (3, 3) and self.padding == ((1, 1), (1, 1)) \
                 and self.kernel_dilation in (None, 1, (1, 1)) and self.input_dilation in (None, 1, (1, 1)) \
-                and winograd_tile(x.shape, self.features):
+                and (tile := winograd_tile(x.shape, self.features)):
             kernel, bias, x = self._variables(x, c)
-            y = winograd.winograd_conv3x3(x, kernel, winograd_tile(x.shape, self.features), self.precision)
+            y = winograd.winograd_conv3x3(x, kernel, tile, self.precision)
         elif dense and explicit_pad and len(ksize) == 2 and (self.kernel_dilation in (None, 1, (1, 1))) \
                 and (self.input_dilation in (None, 1, (1, 1))):
             kernel, bias, x = self._variables(x, c)

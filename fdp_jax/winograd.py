@@ -10,8 +10,9 @@ float rounding (float32 relative error ~1e-6 for F(2, 3), ~1e-5 for F(4, 3); tes
 transforms (input gradient through the adjoint of the tile transform, weight gradient ``G^T dU G``); it keeps
 the transformed input and kernel for the backward pass (recomputing them from the input and kernel gives the
 same compiled program: XLA merges the two transforms). Building the transposed kernel transform in the
-backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers). Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where
-XLA's convolutions (above all their weight gradient) are slower than these matmuls; see that module.
+backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers).
+Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where XLA's convolutions (above all their weight
+gradient) are slower than these matmuls; see that module for the rule and the per-layer timings.
 """
 from __future__ import annotations
 
@@ -139,4 +140,3 @@ def _backward(m, precision, residuals, dy):
 
 
 winograd_conv3x3.defvjp(_forward, _backward)
-

@@ -93,6 +93,7 @@ def _ours(mode: str, batch_size: int, host_malloc: str) -> dict:
 
     timing = common.time_calls(run, warmup=1, repeats=FLAGS.fdp_repeats)
     n_params = sum(int(x.size) for x in jax.tree.leaves(holder[0].params))
+    peak_rss_mb = common.peak_rss_mb()  # before tracing the direct-convolution variant below
     from fdp_jax import conv as conv_lib
     winograd_min_channels = conv_lib.WINOGRAD_MIN_CHANNELS
     conv_lib.WINOGRAD_MIN_CHANNELS = 1 << 62  # this child process only: trace the direct-convolution step
@@ -103,7 +104,7 @@ def _ours(mode: str, batch_size: int, host_malloc: str) -> dict:
     direct = direct[0] if isinstance(direct, (list, tuple)) else direct
     return {"impl": "ours", "mode": mode, "batch": batch_size, **timing, "compile_s": compile_s,
             "flops": flops, "direct_conv_flops": float(direct.get("flops", 0.0)) if direct else None,
-            "params": n_params, "peak_rss_mb": common.peak_rss_mb(),
+            "params": n_params, "peak_rss_mb": peak_rss_mb,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_malloc": host_malloc}
 
 
