@@ -17,6 +17,7 @@ from jax import lax
 
 from fdp_jax.configs import ModelSpec, make_divisible
 from fdp_jax.conv import Conv  # noqa: F401  (re-exported: the shared conv helper)
+from fdp_jax.lean_vjp import batch_norm_train, batch_statistics, mlp_relu
 
 # PyTorch-like init for the official encoder: trunc_normal(std .02) kernels, zero biases.
 TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)
@@ -44,6 +45,8 @@ class BatchNorm(nn.Module):
     ``momentum`` is PyTorch's (new = (1-m) old + m batch), the running variance is updated with the
     unbiased batch variance (as torch does), statistics are float32, and ``axis_name`` averages the batch
     statistics across ``pmap`` devices. Variables: params ``scale``/``bias``, batch_stats ``mean``/``var``.
+    Train mode is :func:`fdp_jax.lean_vjp.batch_norm_train` (keeps the input, not the centred input, for the
+    backward pass).
     """
     momentum: float = 0.1
     epsilon: float = 1e-5
@@ -58,26 +61,18 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
-        else:
-            axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
+            inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
+            y = (x.astype(jnp.float32) - ra_mean.value) * inv + bias
+            return y.astype(self.dtype)
+        if not self.is_initializing():
+            mean, var = lax.stop_gradient(batch_statistics(x, self.axis_name))
             n = float(np.prod(x.shape[:-1]))
-            mean = xf.mean(axes)
             if self.axis_name is not None:
-                mean = lax.pmean(mean, self.axis_name)
-            var = jnp.square(xf - mean).mean(axes)
-            if self.axis_name is not None:
-                var = lax.pmean(var, self.axis_name)
                 n = n * lax.psum(1, self.axis_name)
-            if not self.is_initializing():
-                m = self.momentum
-                ra_mean.value = (1.0 - m) * ra_mean.value + m * lax.stop_gradient(mean)
-                unbiased = lax.stop_gradient(var) * (n / jnp.maximum(n - 1.0, 1.0))
-                ra_var.value = (1.0 - m) * ra_var.value + m * unbiased
-        inv = lax.rsqrt(var + self.epsilon) * scale
-        y = (x.astype(jnp.float32) - mean) * inv + bias
-        return y.astype(self.dtype)
+            m = self.momentum
+            ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
+            ra_var.value = (1.0 - m) * ra_var.value + m * var * (n / jnp.maximum(n - 1.0, 1.0))
+        return batch_norm_train(x, scale, bias, self.epsilon, self.axis_name, jnp.dtype(self.dtype))
 
 
 class DropPath(nn.Module):
@@ -178,8 +173,21 @@ class MHCA(nn.Module):
         return conv(self.spec, c, 1, name="projection")(x)
 
 
+class Conv1x1Params(nn.Module):
+    """The variables of a 1x1 ``Conv`` with bias (kernel (1, 1, C, O), bias (O,)), for fused layers."""
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", TRUNC_NORMAL, (1, 1, in_features, self.features), jnp.float32)
+        return kernel[0, 0], self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+
+
 class Mlp(nn.Module):
-    """1x1 conv (C -> hidden, bias) -> ReLU -> Dropout -> 1x1 conv (hidden -> C, bias) -> Dropout."""
+    """1x1 conv (C -> hidden, bias) -> ReLU -> Dropout -> 1x1 conv (hidden -> C, bias) -> Dropout.
+
+    Without active dropout this is :func:`fdp_jax.lean_vjp.mlp_relu` (one hidden-size tensor kept for the
+    backward pass instead of two)."""
     spec: ModelSpec
     mlp_ratio: float
 
@@ -187,6 +195,11 @@ class Mlp(nn.Module):
     def __call__(self, x, train: bool):
         c = x.shape[-1]
         hidden = make_divisible(c * self.mlp_ratio, 32)
+        if not train or self.spec.drop == 0.0:
+            w1, b1 = Conv1x1Params(hidden, name="conv1")(c)
+            w2, b2 = Conv1x1Params(c, name="conv2")(hidden)
+            x, w1, b1, w2, b2 = nn.dtypes.promote_dtype(x, w1, b1, w2, b2, dtype=compute_dtype(self.spec))
+            return mlp_relu(x, w1, b1, w2, b2, precision(self.spec))
         x = nn.relu(conv(self.spec, hidden, 1, use_bias=True, name="conv1")(x))
         x = nn.Dropout(self.spec.drop, deterministic=not train)(x)
         x = conv(self.spec, c, 1, use_bias=True, name="conv2")(x)

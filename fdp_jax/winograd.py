@@ -7,9 +7,11 @@ channel pair instead of 9 (F(2, 3): 2.25x fewer FLOPs, F(4, 3): 4x). The same ma
 float rounding (float32 relative error ~1e-6 for F(2, 3), ~1e-5 for F(4, 3); tested).
 
 :func:`winograd_conv3x3` is a ``custom_vjp`` whose backward pass is again batched matmuls plus the transposed
-transforms (input gradient through the adjoint of the tile transform, weight gradient ``G^T dU G``); it keeps
-the transformed input and kernel for the backward pass (recomputing them from the input and kernel gives the
-same compiled program: XLA merges the two transforms). Building the transposed kernel transform in the
+transforms (input gradient through the adjoint of the tile transform, weight gradient ``G^T dU G``). It keeps
+the input and the transformed kernel for the backward pass and transforms the input again there, after the
+cotangent exists (:func:`fdp_jax.lean_vjp.after_cotangent`): keeping the transformed input instead (2.25x the
+input for F(4, 3), 4x for F(2, 3)) cost ~1.7 GB of the batch-36 FDP step's peak, and a plain recomputation was
+merged with the forward one by XLA. Building the transposed kernel transform in the
 backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers).
 Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where XLA's convolutions (above all their weight
 gradient) are slower than these matmuls; see that module for the rule and the per-layer timings.
@@ -23,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from fdp_jax.lean_vjp import after_cotangent
 
 # (B^T, G, A^T) per output tile size m (Lavin & Gray 2016, interpolation points 0, +-1, +-2, inf for m = 4).
 _MATRICES = {
@@ -125,13 +129,15 @@ def _forward(x, kernel, m, precision):
     if not supports(x.shape, m):
         raise ValueError(f"winograd_conv3x3: tile size m={m} needs H and W divisible by m and m in "
                          f"{TILE_SIZES}; got input {x.shape}")
-    v, u = input_transform(x, m), kernel_transform(kernel, m)
-    y = output_transform(_bmm(v, u, precision), m, x.shape[:3])
-    return y, (v, u, x.shape)
+    u = kernel_transform(kernel, m)
+    y = output_transform(_bmm(input_transform(x, m), u, precision), m, x.shape[:3])
+    return y, (x, u)
 
 
 def _backward(m, precision, residuals, dy):
-    v, u, x_shape = residuals
+    x, u = residuals
+    x_shape = x.shape
+    v = input_transform(after_cotangent(x, dy), m)  # recomputed in the backward pass (lean_vjp docstring)
     dm = output_transform_t(dy, m)
     dv = lax.dot_general(dm, u, (((2,), (2,)), ((0,), (0,))), precision=precision)  # dM U^T: (a*a, P, C)
     du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))), precision=precision)  # (a*a, C, O)
