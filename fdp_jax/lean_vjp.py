@@ -98,7 +98,7 @@ def _bn_backward(epsilon, axis_name, out_dtype, residuals, g):
     x = after_cotangent(x, g)
     axes = tuple(range(x.ndim - 1))
     gf = g.astype(jnp.float32)
-    xhat = x.astype(jnp.float32) * inv - mean * inv  # not (x - mean) * inv: see the module docstring
+    xhat = (x.astype(jnp.float32) - mean) * inv
     dbias = gf.sum(axes)
     dscale = (gf * xhat).sum(axes)
     n = x.size // x.shape[-1]
