@@ -17,7 +17,8 @@ paper; the CPU demo uses it, docs/fdp_training.md).
 
 `remat` (both modes, default False): with `per_frame_encoder` the frame loop becomes a rolled scan that
 recomputes one frame at a time in the backward pass (low memory, slow on XLA:CPU); without it the encoder
-blocks are checkpointed.
+blocks of `remat_stages` (default all four) are recomputed in the backward pass (on XLA:CPU with
+`fdp_jax.lean_vjp.remat_after_cotangent`, elsewhere `nn.remat`).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def get_model_config(size: str = "full", mode: str = "paper", **overrides: Any) 
                strides=(1, 2, 2, 2), sr_ratios=(8, 4, 2, 1), head_dim=8, mix_block_ratio=0.75,
                lfa_mlp_ratio=3.0, gfa_mlp_ratio=2.0, path_dropout=0.1, drop=0.0, attn_drop=0.0,
                rank_channels=8, mer_hidden=256, pool_size=3,
-               head_pool="avg", dtype="float32", precision="default", remat=False)
+               head_pool="avg", dtype="float32", precision="default", remat=False,
+               remat_stages=(1, 2, 3, 4))
     cfg.update(_size_fields(size))
     cfg.update(_mode_fields(mode))
     for key, value in overrides.items():
@@ -98,6 +100,7 @@ class ModelSpec:
     dtype: str = "float32"
     precision: str = "default"
     remat: bool = False
+    remat_stages: tuple = (1, 2, 3, 4)  # with remat and without per_frame_encoder: the stages whose blocks recompute
     head_pool: str = "avg"  # 'avg': BN -> global average pool -> Dense (paper + official); 'flatten': NOT in the paper
     bn_axis_name: str | None = None  # set for pmap (cross-device BN statistics)
 
@@ -113,6 +116,8 @@ class ModelSpec:
             raise ValueError(f"head_pool must be 'avg' (paper, official) or 'flatten', got {self.head_pool!r}")
         if self.temporal_layout not in ("raw", "time_major"):
             raise ValueError(f"temporal_layout must be 'raw' or 'time_major', got {self.temporal_layout!r}")
+        if not set(self.remat_stages) <= set(range(1, len(self.depths) + 1)):
+            raise ValueError(f"remat_stages {self.remat_stages} must be stage numbers 1..{len(self.depths)}.")
         if self.image_size % 32:
             raise ValueError(f"image_size {self.image_size} must be a multiple of 32 (SegNet pools 5 times).")
         if self.temporal_layout == "raw" and self.image_size % self.num_frames:

@@ -17,7 +17,7 @@ from jax import lax
 
 from fdp_jax.configs import ModelSpec, make_divisible
 from fdp_jax.conv import Conv  # noqa: F401  (re-exported: the shared conv helper)
-from fdp_jax.lean_vjp import batch_norm_train, batch_statistics, mlp_relu
+from fdp_jax.lean_vjp import batch_norm_train, batch_statistics, mlp_relu, remat_after_cotangent
 
 # PyTorch-like init for the official encoder: trunc_normal(std .02) kernels, zero biases.
 TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)
@@ -290,6 +290,14 @@ def block_plan(spec: ModelSpec) -> list[tuple[str, int, int, int, int]]:
     return plan
 
 
+def _remat_block(block_class: type) -> type:
+    """``remat=True`` blocks: on XLA:CPU :func:`fdp_jax.lean_vjp.remat_after_cotangent` (``nn.remat``'s
+    recomputation is merged into the forward pass there: no memory saved); elsewhere ``nn.remat``."""
+    if jax.default_backend() == "cpu":
+        return remat_after_cotangent(block_class)
+    return nn.remat(block_class, static_argnums=(2,))
+
+
 class FrameEncoder(nn.Module):
     """Frames (N, H, W, C_in) -> features (N, feature_dim). Sows 'stem', 'stage{1..4}', 'pooled'
     into the ``intermediates`` collection when it is mutable."""
@@ -305,9 +313,9 @@ class FrameEncoder(nn.Module):
         plan = block_plan(spec)
         rates = np.linspace(0.0, spec.path_dropout, len(plan)) if plan else []
         block_remat = spec.remat and not spec.per_frame_encoder  # per-frame: the frame scan is remat'ed
-        lfa_cls = nn.remat(LFA, static_argnums=(2,)) if block_remat else LFA
-        gfa_cls = nn.remat(GFA, static_argnums=(2,)) if block_remat else GFA
         for idx, (kind, stage, width, stride, sr) in enumerate(plan):
+            remat_here = block_remat and stage + 1 in spec.remat_stages
+            lfa_cls, gfa_cls = (_remat_block(LFA), _remat_block(GFA)) if remat_here else (LFA, GFA)
             if kind == "lfa":
                 x = lfa_cls(spec, width, stride, float(rates[idx]), name=f"features_{idx}")(x, train)
             else:

@@ -19,6 +19,7 @@ Same values and gradients as autodiff up to float rounding (tested). ``jax.custo
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -112,3 +113,71 @@ def _bn_backward(epsilon, axis_name, out_dtype, residuals, g):
 
 
 batch_norm_train.defvjp(_bn_forward, _bn_backward)
+
+
+def _copy_counters(counters: dict) -> dict:
+    return {k: _copy_counters(v) if isinstance(v, dict) else v for k, v in counters.items()}
+
+
+def _set_counters(counters: dict, values: dict) -> None:
+    """Overwrite flax's (nested) per-scope rng counter dict in place."""
+    counters.clear()
+    counters.update(_copy_counters(values))
+
+
+def _lifted_remat_after_cotangent(fn: Callable[..., Any], grad_vars="params") -> Callable[..., Any]:
+    """``flax.core.lift`` transform behind :func:`remat_after_cotangent` (all arguments after the first are
+    static Python values)."""
+    from flax.core import lift
+
+    def inner(scope_fn, repack_fn, variable_groups, rng_groups, x, *static):
+        grad_variables, other_variables = variable_groups
+        counters_at_start = []
+
+        def run(grad_variables, x):
+            scopes = scope_fn((grad_variables, other_variables), rng_groups)
+            # flax's rng counters (advanced by make_rng) are shared with the enclosing scopes. jax traces this
+            # function more than once (primal, forward, the backward's recomputation); each trace starts from
+            # the counters the first one saw, so all draw the same keys (DropPath masks) as the plain module.
+            counters = [s.rng_counters for s in jax.tree.leaves(scopes)]
+            if not counters_at_start:
+                counters_at_start.extend(_copy_counters(c) for c in counters)
+            for c, values in zip(counters, counters_at_start):
+                _set_counters(c, values)
+            y = fn(scopes, x, *static)
+            return y, repack_fn(scopes)
+
+        @jax.custom_vjp
+        def block(grad_variables, x):
+            return run(grad_variables, x)
+
+        def block_fwd(grad_variables, x):
+            return run(grad_variables, x), (grad_variables, x)
+
+        def block_bwd(residuals, g):
+            grad_variables, x = residuals
+            g_y, _ = g  # no gradient flows through the returned variables (as in flax's lifted custom_vjp)
+            # the parameters too: what depends on them alone (e.g. Winograd-transformed kernels) is recomputed
+            # here, not kept from the forward pass
+            grad_variables, x = jax.tree.map(lambda a: after_cotangent(a, g_y), (grad_variables, x))
+            _, vjp = jax.vjp(lambda v, x: run(v, x)[0], grad_variables, x)
+            return vjp(g_y)
+
+        block.defvjp(block_fwd, block_bwd)
+        return block(grad_variables, x)
+
+    return lift.pack(inner, (grad_vars, True), (grad_vars, True), (True,), name="remat_after_cotangent")
+
+
+def remat_after_cotangent(module_class: type) -> type:
+    """Rematerialise a Flax module whose ``__call__(x, *static)`` takes one array and static Python values.
+
+    Like ``nn.remat``, the backward pass keeps only the block's input (and its parameters) and recomputes
+    the block, but the recomputation runs on :func:`after_cotangent` ``(x, dy)``, so on XLA:CPU it really
+    happens in the backward pass (``nn.remat``'s optimisation barriers are dropped by XLA:CPU, which then
+    shares the recomputation with the forward pass: no memory saved). The same rng streams are replayed
+    (same DropPath masks); mutable collections (BatchNorm ``batch_stats``) are updated by the forward pass
+    only. Variable names are those of ``module_class``. Reverse mode only (``jax.custom_vjp``)."""
+    import flax.linen as nn
+
+    return nn.transforms.lift_transform(_lifted_remat_after_cotangent, module_class)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -122,12 +123,37 @@ def eval_step(state: TrainState, batch: dict) -> dict:
     return out
 
 
+# XLA:CPU's MLIR fusion emitters hold ~80 KB of host memory per compiled kernel (~1 GB for the full FDP
+# batch-36 step, whose compile also peaked above the step itself); the LLVM emitters ~20 KB, same step time.
+_LEAN_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_options_supported(backend: str) -> bool:
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_LEAN_CPU_COMPILER_OPTIONS).lower(jnp.float32(0)).compile()
+        return True
+    except Exception as e:  # an XLA without the option: compile with its defaults
+        logging.warning("XLA:CPU compile options %s not accepted (%s); using the defaults.",
+                        _LEAN_CPU_COMPILER_OPTIONS, e)
+        return False
+
+
+def compiler_options() -> dict | None:
+    """``jax.jit`` compiler options of the FDP steps: on the CPU backend the LLVM (not MLIR) fusion emitters,
+    for ~4x less host memory per compiled kernel (the FDP batch-36 step: peak RSS 5.2 -> 4.4 GB, same step
+    time); ``None`` (XLA's defaults) elsewhere or where the option is unknown."""
+    backend = jax.default_backend()
+    return dict(_LEAN_CPU_COMPILER_OPTIONS) if backend == "cpu" and _cpu_options_supported(backend) else None
+
+
 def make_train_step(mesh: Mesh | None = None, *, bn_train: bool = True, ce_weight: float = 1.0,
                     mse_weight: float = 100.0, donate: bool = True) -> Callable:
     """``jit``-ed ``(state, batch, rng) -> (state, metrics)``; with a mesh, the state is replicated and the
     batch split over the ``data`` axis (NamedSharding; XLA inserts the gradient/BN all-reduces)."""
     fn = functools.partial(train_step, bn_train=bn_train, ce_weight=ce_weight, mse_weight=mse_weight)
     kwargs = {"donate_argnums": (0,)} if donate else {}
+    kwargs["compiler_options"] = compiler_options()
     if mesh is None:
         return jax.jit(fn, **kwargs)
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))
@@ -136,10 +162,11 @@ def make_train_step(mesh: Mesh | None = None, *, bn_train: bool = True, ce_weigh
 
 def make_eval_step(mesh: Mesh | None = None) -> Callable:
     """``jit``-ed ``eval_step``; with a mesh the outputs stay split over ``data`` like the batch."""
+    options = compiler_options()
     if mesh is None:
-        return jax.jit(eval_step)
+        return jax.jit(eval_step, compiler_options=options)
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))
-    return jax.jit(eval_step, in_shardings=(repl, data), out_shardings=data)
+    return jax.jit(eval_step, in_shardings=(repl, data), out_shardings=data, compiler_options=options)
 
 
 def make_pmap_train_step(*, bn_train: bool = True, ce_weight: float = 1.0, mse_weight: float = 100.0,

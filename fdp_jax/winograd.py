@@ -8,10 +8,11 @@ float rounding (float32 relative error ~1e-6 for F(2, 3), ~1e-5 for F(4, 3); tes
 
 :func:`winograd_conv3x3` is a ``custom_vjp`` whose backward pass is again batched matmuls plus the transposed
 transforms (input gradient through the adjoint of the tile transform, weight gradient ``G^T dU G``). It keeps
-the input and the transformed kernel for the backward pass and transforms the input again there, after the
-cotangent exists (:func:`fdp_jax.lean_vjp.after_cotangent`): keeping the transformed input instead (2.25x the
-input for F(4, 3), 4x for F(2, 3)) cost ~1.7 GB of the batch-36 FDP step's peak, and a plain recomputation was
-merged with the forward one by XLA. Building the transposed kernel transform in the
+the input and the kernel for the backward pass and transforms both again there, after the cotangent exists
+(:func:`fdp_jax.lean_vjp.after_cotangent`): keeping the transformed input instead (2.25x the input for F(4, 3),
+4x for F(2, 3)) cost ~1.7 GB of the batch-36 FDP step's peak, the transformed kernels (4x the kernel for
+F(4, 3)) ~0.29 GB, and a plain recomputation was merged with the forward one by XLA. Building the transposed
+kernel transform in the
 backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers).
 Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where XLA's convolutions (above all their weight
 gradient) are slower than these matmuls; see that module for the rule and the per-layer timings.
@@ -131,13 +132,16 @@ def _forward(x, kernel, m, precision):
                          f"{TILE_SIZES}; got input {x.shape}")
     u = kernel_transform(kernel, m)
     y = output_transform(_bmm(input_transform(x, m), u, precision), m, x.shape[:3])
-    return y, (x, u)
+    return y, (x, kernel)
 
 
 def _backward(m, precision, residuals, dy):
-    x, u = residuals
+    x, kernel = residuals
     x_shape = x.shape
-    v = input_transform(after_cotangent(x, dy), m)  # recomputed in the backward pass (lean_vjp docstring)
+    # both transforms recomputed in the backward pass (lean_vjp docstring): the residuals are the layer's
+    # input and kernel, not the a*a/9 = 2.25-4x larger transformed input and kernel
+    v = input_transform(after_cotangent(x, dy), m)
+    u = kernel_transform(after_cotangent(kernel, dy), m)
     dm = output_transform_t(dy, m)
     dv = lax.dot_general(dm, u, (((2,), (2,)), ((0,), (0,))), precision=precision)  # dM U^T: (a*a, P, C)
     du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))), precision=precision)  # (a*a, C, O)
