@@ -12,6 +12,8 @@ residuals PyTorch keeps, and every recomputation in it takes a data dependency o
   rebuilt in the backward pass).
 * :func:`batch_norm_train`: BatchNorm with batch statistics keeping its input, mean, ``1/sqrt(var + eps)``
   and scale (the centred input is rebuilt); ``axis_name`` for cross-device statistics under ``pmap``.
+* :func:`remat_after_cotangent`: a Flax block transform like ``nn.remat`` (keep the block's input, recompute
+  the block in the backward pass) whose recomputation XLA:CPU cannot merge into the forward pass.
 
 Same values and gradients as autodiff up to float rounding (tested). ``jax.custom_vjp``: reverse mode
 (``grad``/``vjp``) under ``jit``/``vmap``/``pmap``; no forward-mode ``jvp``.
@@ -21,8 +23,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import lift
 from jax import lax
 
 
@@ -128,8 +132,6 @@ def _set_counters(counters: dict, values: dict) -> None:
 def _lifted_remat_after_cotangent(fn: Callable[..., Any], grad_vars="params") -> Callable[..., Any]:
     """``flax.core.lift`` transform behind :func:`remat_after_cotangent` (all arguments after the first are
     static Python values)."""
-    from flax.core import lift
-
     def inner(scope_fn, repack_fn, variable_groups, rng_groups, x, *static):
         grad_variables, other_variables = variable_groups
         counters_at_start = []
@@ -178,6 +180,4 @@ def remat_after_cotangent(module_class: type) -> type:
     shares the recomputation with the forward pass: no memory saved). The same rng streams are replayed
     (same DropPath masks); mutable collections (BatchNorm ``batch_stats``) are updated by the forward pass
     only. Variable names are those of ``module_class``. Reverse mode only (``jax.custom_vjp``)."""
-    import flax.linen as nn
-
     return nn.transforms.lift_transform(_lifted_remat_after_cotangent, module_class)

@@ -12,8 +12,8 @@ the input and the kernel for the backward pass and transforms both again there, 
 (:func:`fdp_jax.lean_vjp.after_cotangent`): keeping the transformed input instead (2.25x the input for F(4, 3),
 4x for F(2, 3)) cost ~1.7 GB of the batch-36 FDP step's peak, the transformed kernels (4x the kernel for
 F(4, 3)) ~0.29 GB, and a plain recomputation was merged with the forward one by XLA. Building the transposed
-kernel transform in the
-backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs dominated on wide layers).
+kernel transform in the backward pass instead was ~1.4x slower per layer (its (m+2)^2 strided-read slabs
+dominated on wide layers).
 Used by :class:`fdp_jax.conv.Conv` on the CPU backend, where XLA's convolutions (above all their weight
 gradient) are slower than these matmuls; see that module for the rule and the per-layer timings.
 """
