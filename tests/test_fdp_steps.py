@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
@@ -69,7 +70,7 @@ import jax, numpy as np, optax
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
 from launch.mesh import make_data_mesh, shard_batch, replicate
-cfg = get_model_config("tiny", "paper", path_dropout=0.0)
+cfg = get_model_config("tiny", "paper", path_dropout=0.0, remat=REMAT)
 rng = np.random.default_rng(0)
 B = 16
 batch = {"frames": rng.standard_normal((B, 8, 32, 32, 1)).astype(np.float32),
@@ -119,8 +120,10 @@ print(json.dumps({
 """
 
 
-def test_data_parallel_jit_and_pmap_agree_with_single_device():
-    r = run_with_devices(MULTI, 8)
+@pytest.mark.parametrize("remat", [False, True])
+def test_data_parallel_jit_and_pmap_agree_with_single_device(remat):
+    """remat=True: the encoder blocks through fdp_jax.lean_vjp.remat_after_cotangent (CPU backend)."""
+    r = run_with_devices(MULTI.replace("REMAT", str(remat)), 8)
     assert r["devices"] == 8 and "data" in r["mesh_sharding"]
     assert r["count"] == [13.0, 13.0, 13.0]
     np.testing.assert_allclose(r["loss_mesh"], r["loss"], rtol=1e-3)
