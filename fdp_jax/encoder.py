@@ -7,6 +7,7 @@ Also holds the shared layers (:class:`BatchNorm` with PyTorch semantics, DropPat
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -290,10 +291,12 @@ def block_plan(spec: ModelSpec) -> list[tuple[str, int, int, int, int]]:
     return plan
 
 
-def _remat_block(block_class: type) -> type:
-    """``remat=True`` blocks: on XLA:CPU :func:`fdp_jax.lean_vjp.remat_after_cotangent` (``nn.remat``'s
-    recomputation is merged into the forward pass there: no memory saved); elsewhere ``nn.remat``."""
-    if jax.default_backend() == "cpu":
+@functools.lru_cache(maxsize=None)
+def _remat_block(block_class: type, backend: str) -> type:
+    """``remat=True`` blocks (built once per class and backend): on XLA:CPU
+    :func:`fdp_jax.lean_vjp.remat_after_cotangent` (``nn.remat``'s recomputation is merged into the forward
+    pass there: no memory saved); elsewhere ``nn.remat``."""
+    if backend == "cpu":
         return remat_after_cotangent(block_class)
     return nn.remat(block_class, static_argnums=(2,))
 
@@ -315,7 +318,9 @@ class FrameEncoder(nn.Module):
         block_remat = spec.remat and not spec.per_frame_encoder  # per-frame: the frame scan is remat'ed
         for idx, (kind, stage, width, stride, sr) in enumerate(plan):
             remat_here = block_remat and stage + 1 in spec.remat_stages
-            lfa_cls, gfa_cls = (_remat_block(LFA), _remat_block(GFA)) if remat_here else (LFA, GFA)
+            backend = jax.default_backend()
+            lfa_cls, gfa_cls = ((_remat_block(LFA, backend), _remat_block(GFA, backend)) if remat_here
+                                else (LFA, GFA))
             if kind == "lfa":
                 x = lfa_cls(spec, width, stride, float(rates[idx]), name=f"features_{idx}")(x, train)
             else:
