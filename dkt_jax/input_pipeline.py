@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from datasets.registry import DatasetError
-from launch.progress import progress
+from tqdm.auto import tqdm
 
 
 @dataclasses.dataclass
@@ -58,7 +58,8 @@ def read_sequences(source: Any, *, num_skills: int | None = None, name: str = "s
     length mismatch, correctness not in {0, 1}, skill ids out of [0, num_skills).
     """
     n = len(source)
-    it = progress(range(n), total=n, desc=f"reading {name}") if show_progress and n > 5000 else range(n)
+    show = show_progress and n > 5000 and jax.process_index() == 0
+    it = tqdm(range(n), total=n, desc=f"reading {name}", mininterval=1.0) if show else range(n)
     skills, correct, ids = [], [], []
     extras: dict[str, list[np.ndarray]] = {k: [] for k in extra_features}
     for i in it:

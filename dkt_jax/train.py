@@ -26,10 +26,10 @@ import dkt_jax
 from dkt_jax import data as data_lib
 from dkt_jax import input_pipeline as ip
 from dkt_jax import losses, metrics, plots
-from launch import checkpointing, mesh as mesh_lib
-from launch.metric_writers import MetricWriter
-from launch.progress import progress
-from launch.workdir import Workdir, write_config
+from launch.runtime import checkpointing, mesh as mesh_lib
+from launch.runtime.metric_writers import MetricWriter
+from launch.runtime.progress import progress
+from launch.runtime.workdir import Workdir, write_config
 
 TrainState = train_state_lib.TrainState
 PARAMS_FILE = "best_params.msgpack"

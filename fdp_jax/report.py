@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from launch import workdir as workdir_lib  # noqa: E402
+from launch.runtime import workdir as workdir_lib  # noqa: E402
 
 LEAKY_NOTE = ("**LEAKY protocol (select_on_test=True):** each fold's reported model was chosen by its accuracy "
               "on the held-out test subject, as in the official FDP code. These numbers are optimistic and are "

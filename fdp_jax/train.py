@@ -28,7 +28,7 @@ import optax
 from absl import logging
 
 from fdp_jax import metrics, report
-from launch import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
+from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
 
 try:  # the model engineer's step functions (re-exported here, used by default)
     from fdp_jax.train_steps import create_train_state, eval_step, train_step  # noqa: F401

@@ -18,7 +18,7 @@ from datasets.registry import DatasetError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an FDP config .py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (re-use it to resume).")
 _KEEP_HOST_MEMORY = flags.DEFINE_bool(
-    "keep_host_memory", True, "glibc keeps freed host memory for reuse (launch.host_memory): no per-step page "
+    "keep_host_memory", True, "glibc keeps freed host memory for reuse (launch.runtime.host_memory): no per-step page "
     "faults of XLA:CPU's temporary buffers; the memory freed by each XLA compilation is returned to the OS before "
     "the compiled step runs (lower peak RSS). --nokeep_host_memory leaves malloc as is.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _KEEP_HOST_MEMORY.value:
-        from launch.host_memory import keep_freed_host_memory, release_after_compiles
+        from launch.runtime.host_memory import keep_freed_host_memory, release_after_compiles
         if keep_freed_host_memory():
             release_after_compiles()
     from fdp_jax import train  # after flag parsing: jax is configured by then

@@ -102,7 +102,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
 
     from datasets.me_common import preprocess
     from fdp_jax import input_pipeline, models, train as fdp_train, train_steps
-    from launch import checkpointing
+    from launch.runtime import checkpointing
 
     with open(config_json, encoding="utf-8") as f:
         config = ml_collections.ConfigDict(json.load(f)["config"])

@@ -44,7 +44,7 @@ fi
 "$PY" - "$OUT" <<'PYEOF'
 import json, os, sys
 import jax
-from launch.metric_writers import read_jsonl
+from launch.runtime.metric_writers import read_jsonl
 out = sys.argv[1]
 rows = [r for r in read_jsonl(os.path.join(out, "one_fold", "metrics.jsonl")) if r.get("prefix", "").endswith("/train")]
 res = json.load(open(os.path.join(out, "one_fold", "results.json")))

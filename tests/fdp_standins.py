@@ -17,7 +17,7 @@ import optax
 from flax.training import train_state
 
 from fdp_jax import train as fdp_train
-from launch import mesh as mesh_lib
+from launch.runtime import mesh as mesh_lib
 
 NUM_CLASSES = 3
 

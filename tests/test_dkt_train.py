@@ -22,7 +22,7 @@ PARITY_CODE = r"""
 import json, functools, jax, jax.numpy as jnp, numpy as np
 import dkt_jax
 from dkt_jax import train
-from launch import mesh as mesh_lib
+from launch.runtime import mesh as mesh_lib
 from launch.configs import dkt_tiny
 
 cfg = dkt_tiny.get_config(); cfg.model.num_skills = 7; cfg.model.dropout_rate = 0.0

@@ -127,7 +127,7 @@ def test_8_devices_agree_with_1_device():
     code = """
     import json, tempfile
     import numpy as np
-    from launch.metric_writers import read_jsonl
+    from launch.runtime.metric_writers import read_jsonl
     from tests.test_fdp_loso import run, standin_config, fold_logits
     out = {}
     for n in (1, 8):

@@ -69,7 +69,7 @@ os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile spee
 import jax, numpy as np, optax
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
-from launch.mesh import make_data_mesh, shard_batch, replicate
+from launch.runtime.mesh import make_data_mesh, shard_batch, replicate
 cfg = get_model_config("tiny", "paper", path_dropout=0.0, remat=REMAT)
 rng = np.random.default_rng(0)
 B = 16

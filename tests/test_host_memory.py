@@ -1,4 +1,4 @@
-"""launch.host_memory: after keep_freed_host_memory, re-allocating a freed large block causes no page faults."""
+"""launch.runtime.host_memory: after keep_freed_host_memory, re-allocating a freed large block causes no page faults."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 _CHILD = textwrap.dedent("""
     import ctypes, ctypes.util, resource, sys
-    from launch.host_memory import keep_freed_host_memory
+    from launch.runtime.host_memory import keep_freed_host_memory
     applied = keep_freed_host_memory() if sys.argv[1] == "keep" else False
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -46,7 +46,7 @@ def test_keep_freed_host_memory_removes_refaults():
 _RELEASE_CHILD = textwrap.dedent("""
     import ctypes, ctypes.util, os, sys
     import jax
-    from launch import host_memory
+    from launch.runtime import host_memory
     host_memory.keep_freed_host_memory()
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -85,9 +85,9 @@ def test_determinism_and_resume():
 
 
 def test_resume_through_the_project_checkpointer(tmp_path):
-    """The train iterator's grain state goes through launch.checkpointing with the train state."""
+    """The train iterator's grain state goes through launch.runtime.checkpointing with the train state."""
     import jax.numpy as jnp
-    from launch.checkpointing import Checkpointer
+    from launch.runtime.checkpointing import Checkpointer
     clips = make_table()
     run = ip.make_fold(clips, "s02", config(), seed=4, batch_size=4)
     take(run.train_iter, 3)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from datasets import registry
-from launch import checkpointing, mesh as mesh_lib, metric_writers, workdir as workdir_lib
+from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, workdir as workdir_lib
 
 
 def _grain_iter(seed: int = 0):
@@ -34,7 +34,7 @@ def test_mesh_on_eight_devices():
 
     out = run_with_devices("""
         import json, numpy as np
-        from launch import mesh as mesh_lib
+        from launch.runtime import mesh as mesh_lib
         mesh = mesh_lib.make_data_mesh()
         x = mesh_lib.shard_batch({"x": np.arange(16.0).reshape(16, 1)}, mesh)["x"]
         try:

@@ -58,7 +58,7 @@ def test_tiny_run_writes_everything(tiny_run):
 def test_trained_models_are_reused(tiny_run):
     from launch.configs import stem_tiny
     from launch.stem_lib import pipeline
-    from launch.workdir import Workdir
+    from launch.runtime.workdir import Workdir
 
     workdir, _ = tiny_run
     params_file = os.path.join(workdir, "kt", "dkt", "best_params.msgpack")

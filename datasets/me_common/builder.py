@@ -146,7 +146,7 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         return path
 
     def _generate_examples(self, manual_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        from launch.progress import progress
+        from tqdm.auto import tqdm
 
         config = self.builder_config
         report = BuildReport(self.name, config.name)
@@ -165,7 +165,7 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         crop = self._cropper(report)
         per_class: dict[str, int] = {}
         per_subject: dict[str, int] = {}
-        for ann in progress(rows, total=len(rows), desc=f"{self.name}/{config.name}"):
+        for ann in tqdm(rows, total=len(rows), desc=f"{self.name}/{config.name}", mininterval=1.0):
             if ann.emotion not in self.KNOWN_LABELS:
                 report.skip("unknown_label", file=ann.source, row=ann.row, clip=ann.key, label=ann.emotion)
                 continue

@@ -116,8 +116,9 @@ def generate(out_dir: str, dataset: str, *, num_subjects: int | None = None, cli
     files = 0
     videos = release.videos if write_frames else []
     if show_progress and write_frames:
-        from launch.progress import progress
-        videos = progress(videos, total=len(release.videos), desc=f"synthetic {dataset}", unit="video")
+        from tqdm.auto import tqdm
+        videos = tqdm(videos, total=len(release.videos), desc=f"synthetic {dataset}", unit="video",
+                      mininterval=1.0)
     for video in videos:
         if video.subject not in assets:
             rng = np.random.default_rng(seed_for(cfg, "identity", video.subject))

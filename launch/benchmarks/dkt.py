@@ -22,7 +22,7 @@ from absl import flags, logging
 
 import dkt_jax
 from dkt_jax import train
-from launch import mesh as mesh_lib
+from launch.runtime import mesh as mesh_lib
 from launch.benchmarks import common
 from launch.configs import dkt_simulated5
 

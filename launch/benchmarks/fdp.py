@@ -14,7 +14,7 @@ With ``--reference_repo`` (a clone of github.com/CYF-cuber/FDP) and torch import
 ``fdp.py`` is imported from there (with a stand-in for timm's DropPath/trunc_normal_/register_model if
 timm is absent) and its step (Adam(lr 1e-4, wd 1e-3), 100 * MSE + NLL(log_softmax)) is timed at the
 same shapes. No official code is part of this project. ``--fdp_host_malloc`` applies the same host allocator
-setting (see :mod:`launch.host_memory`) to both implementations; ratios compare rows with the same setting.
+setting (see :mod:`launch.runtime.host_memory`) to both implementations; ratios compare rows with the same setting.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ flags.DEFINE_bool("fdp_per_frame", False, "Run our encoder once per frame (offic
 flags.DEFINE_string("fdp_xla_flags", "", "Extra XLA_FLAGS for our measurement subprocesses.")
 flags.DEFINE_list("fdp_host_malloc", ["keep"],
                   "Host allocator settings to time, applied to ours AND the official step alike: 'keep' "
-                  "(launch.host_memory.keep_freed_host_memory: glibc reuses freed memory, no per-step page "
+                  "(launch.runtime.host_memory.keep_freed_host_memory: glibc reuses freed memory, no per-step page "
                   "faults) and/or 'default' (glibc as is).")
 flags.DEFINE_string("fdp_out", None, "Write the results as JSON here.")
 flags.DEFINE_string("fdp_child", None, "Internal: run one measurement ('ours:MODE:B:MALLOC' or 'torch:B:MALLOC').")
@@ -52,7 +52,7 @@ def _host_malloc(setting: str) -> str:
     if setting not in ("keep", "default"):
         raise ValueError(f"--fdp_host_malloc: unknown setting {setting!r}; expected 'keep' or 'default'.")
     if setting == "keep":
-        from launch.host_memory import keep_freed_host_memory, release_after_compiles
+        from launch.runtime.host_memory import keep_freed_host_memory, release_after_compiles
         if not keep_freed_host_memory():
             return "default (keep unavailable)"
         release_after_compiles()  # ours: compile garbage returned to the OS before the first step
@@ -167,7 +167,7 @@ def _torch(batch_size: int, host_malloc: str) -> dict:
     target = torch.from_numpy(rng.uniform(size=(batch_size, 64, 64)).astype(np.float32))
     label = torch.from_numpy(rng.integers(0, 5, batch_size).astype(np.int64))
     if host_malloc == "keep":  # same point as ours (after setup, before the first step)
-        from launch.host_memory import release_free_host_memory
+        from launch.runtime.host_memory import release_free_host_memory
         release_free_host_memory()
 
     def run():

@@ -101,7 +101,7 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
 
     cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer folds.
     """
-    from launch.progress import progress
+    from launch.runtime.progress import progress
 
     splits = outer_splits(y, outer_folds, seed)
     scorer = make_stem_scorer()

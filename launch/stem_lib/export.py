@@ -77,7 +77,7 @@ def export_knowledge_states(knowledge_states_fn: KnowledgeStatesFn, params: Any,
     Returns:
       ``Export`` with final states (N, M) and trajectories (T_i,), in the order of ``sequences``.
     """
-    from launch.progress import progress
+    from launch.runtime.progress import progress
 
     num = len(sequences)
     if num == 0:

@@ -23,7 +23,7 @@ from absl import logging
 
 from datasets import registry
 from launch.stem_lib import analyses, classify, export, features, report
-from launch.workdir import Workdir, write_config
+from launch.runtime.workdir import Workdir, write_config
 
 KT_LABELS = {"dkt": "DKT", "dkt_plus": "DKT+"}
 

@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from launch import mesh as mesh_lib
+from launch.runtime import mesh as mesh_lib
 
 
 @dataclasses.dataclass
