@@ -11,11 +11,11 @@ prediction for every skill). ``carry`` is the LSTM state ``(c, h)``, each (B, H)
 valid step: feeding it back with the next chunk gives exactly the full-sequence result
 (:func:`knowledge_states_chunked` does that loop). The architecture is read from the parameter shapes,
 so ``apply``/``knowledge_states`` need only ``params``. All three work under ``jax.jit``, ``jax.vmap`` and
-``jax.grad``. Trained parameters: ``dkt_jax.train.load_params(workdir) -> (params, model_config)``.
+``jax.grad``. Trained parameters of a ``launch.dkt`` workdir: ``launch.train_dkt.load_params(workdir)``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -67,12 +67,15 @@ _knowledge_states_jit = jax.jit(knowledge_states)
 
 
 def knowledge_states_chunked(params: Mapping[str, Any], skills: np.ndarray, correct: np.ndarray,
-                             lengths: np.ndarray, chunk_len: int = 500, carry: Carry | None = None,
-                             ) -> tuple[jax.Array, Carry]:
+                             lengths: np.ndarray, chunk_len: int = 500, carry: Carry | None = None, *,
+                             shard: Callable[[Any], Any] | None = None) -> tuple[jax.Array, Carry]:
     """:func:`knowledge_states` over long sequences in ``chunk_len`` pieces, carrying the LSTM state.
 
+    The one chunked-inference loop of the project (evaluation, knowledge-state export and users call it).
     Exact (equal to one full-length pass). ``T`` is padded up to a multiple of ``chunk_len`` internally,
-    so every chunk reuses one compiled program. Returns states (B, T, M) and the final carry.
+    so every chunk reuses one compiled program. ``shard`` (optional) places each chunk's
+    ``(skills, correct, lengths)`` on devices, e.g. split over a mesh's batch axis.
+    Returns states (B, T, M) and the final carry ``(c, h)`` (B, H) each.
     """
     skills, correct = np.asarray(skills), np.asarray(correct)
     lengths = np.asarray(lengths, np.int32)
@@ -85,10 +88,13 @@ def knowledge_states_chunked(params: Mapping[str, Any], skills: np.ndarray, corr
     outs = []
     for i in range(n_chunks):
         sl = slice(i * chunk_len, (i + 1) * chunk_len)
-        chunk_lengths = np.clip(lengths - i * chunk_len, 0, chunk_len).astype(np.int32)
-        states, carry = _knowledge_states_jit(params, skills[:, sl], correct[:, sl], chunk_lengths, carry)
+        chunk = (skills[:, sl], correct[:, sl], np.clip(lengths - i * chunk_len, 0, chunk_len).astype(np.int32))
+        if shard is not None:
+            chunk = shard(chunk)
+        states, carry = _knowledge_states_jit(params, *chunk, carry)
         outs.append(states)
-    return jnp.concatenate(outs, axis=1)[:, :t], carry
+    states = outs[0] if n_chunks == 1 else jnp.concatenate(outs, axis=1)
+    return (states[:, :t] if pad else states), carry
 
 
 __all__ = ["DKT", "init", "apply", "knowledge_states", "knowledge_states_chunked", "model_from_config",

@@ -196,3 +196,49 @@ def eval_batches(seqs: Sequences, batch_size: int, length_multiple: int,
             for k in extra_features:
                 batch[k][j, :n] = seqs.extras[k][r]
         yield batch
+
+
+# ----------------------------------------------------------------------------------------- splits
+REFERENCE_FEATURES = ("p_true", "p_bayes")  # simulated5 per-interaction oracle / Bayes predictions
+
+
+@dataclasses.dataclass
+class Splits:
+    """The train and test sequences of a dataset and its number of skills (builder metadata)."""
+    train: Sequences
+    test: Sequences
+    num_skills: int
+    metadata: dict
+
+
+def read_splits(builder: Any, train_split: str = "train", test_split: str = "test") -> Splits:
+    """Reads and validates the two splits of a built TFDS ``builder`` (array_record, TF-free).
+
+    The test split keeps the reference features (``p_true``, ``p_bayes``) when the dataset has them.
+    Raises ``DatasetError`` naming the dataset for a missing split or missing ``num_skills`` metadata.
+    """
+    name = builder.info.full_name
+    metadata = dict(builder.info.metadata or {})
+    if "num_skills" not in metadata:
+        raise DatasetError(f"{name}: builder metadata has no 'num_skills' ({builder.data_dir}).")
+    num_skills = int(metadata["num_skills"])
+    extras = [k for k in REFERENCE_FEATURES if k in set(builder.info.features.keys())]
+    out = {}
+    for role, split in (("train", train_split), ("test", test_split)):
+        if split not in builder.info.splits:
+            raise DatasetError(f"{name}: no split {split!r} (config.{role}_split); "
+                               f"available: {sorted(builder.info.splits)}.")
+        out[role] = read_sequences(builder.as_data_source(split=split), num_skills=num_skills,
+                                   name=f"{name}:{split}", extra_features=extras if role == "test" else ())
+    return Splits(out["train"], out["test"], num_skills, metadata)
+
+
+def splits_from_sources(sources: dict[str, Any]) -> Splits:
+    """Splits from in-memory sources ``{'train': src, 'test': src, 'num_skills': M}`` (lists of
+    ``{'skills', 'correct'}`` dicts), for tests and notebooks."""
+    m = int(sources["num_skills"])
+
+    def read(split: str) -> Sequences:
+        extras = [k for k in REFERENCE_FEATURES if len(sources[split]) and k in sources[split][0]]
+        return read_sequences(sources[split], num_skills=m, name=f"sources[{split!r}]", extra_features=extras)
+    return Splits(read("train"), read("test"), m, {})

@@ -16,6 +16,7 @@ output via ``prev``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +105,17 @@ class MetricAccumulator:
             "m2": self.sums["m2_sum"] / safe,
             "num_targets": int(n),
         }
+
+
+def reference_aucs(seqs: Any) -> dict[str, float]:
+    """Oracle / Bayes-optimal AUC over the next-step targets of ``seqs`` (an ``input_pipeline.Sequences``),
+    from its ``p_true`` / ``p_bayes`` extras (simulated data only); {} when it has none."""
+    out = {}
+    if not len(seqs):
+        return out
+    labels = np.concatenate([c[1:] for c in seqs.correct])
+    for name, key in (("oracle_auc", "p_true"), ("bayes_auc", "p_bayes")):
+        if key in seqs.extras:
+            scores = np.concatenate([np.asarray(p)[1:] for p in seqs.extras[key]])
+            out[name] = roc_auc(labels, scores)
+    return out

@@ -4,15 +4,17 @@ Interaction ``(q_t, a_t)`` -> input index ``q_t + M * a_t`` (the ``onehot`` enco
 learned ``embedding`` of that index) -> LSTM(H) -> dropout -> Dense(M) -> sigmoid. The output at step
 ``t`` is the predicted probability of answering each skill correctly at step ``t + 1``.
 
-Two interchangeable LSTM implementations, selected by ``lstm_impl``:
+Three interchangeable LSTM implementations, selected by ``lstm_impl``:
 
-* ``'hoisted'`` (default, fast): the input projection is taken out of the recurrence. For the one-hot
+* ``'fused'`` (default, fastest): the hoisted recurrence below with a hand-written VJP
+  (``dkt_jax.lstm.masked_lstm``).
+* ``'hoisted'``: the input projection is taken out of the recurrence. For the one-hot
   encoding ``onehot(q + M a) @ W_i`` is a row gather of ``W_i``; for the embedding encoding it is a
   gather of the (2M, 4H) table ``E @ W_i``. The scanned cell (``HoistedLSTMCell`` under ``nn.RNN``) then
   does only ``h @ W_h`` per step, and the readout is one matmul over all steps.
 * ``'flax'``: the textbook ``nn.RNN(nn.OptimizedLSTMCell(H))`` fed with one-hot / embedded inputs.
 
-Both compute the same function (``tests/test_dkt_model.py`` converts parameters and checks it).
+All three compute the same function (``tests/test_dkt_model.py`` converts parameters and checks it).
 Padding is handled with ``seq_lengths``: the carry stops at each sequence's last valid step, so
 ``carry`` can be passed in and returned to process long sequences in chunks exactly.
 """

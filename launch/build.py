@@ -31,6 +31,9 @@ def _list() -> None:
 
 def main(argv):
     del argv
+    from launch.runtime.progress import set_default_verbosity
+
+    set_default_verbosity()
     if _LIST.value:
         _list()
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/*.py file.",
@@ -24,14 +24,16 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from datasets.registry import DatasetError
-    from dkt_jax import train
+    from dkt_jax import report
+    from launch import train_dkt
+    from launch.runtime.progress import set_default_verbosity
 
-    logging.set_verbosity(logging.INFO)
+    set_default_verbosity()
     try:
-        results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (DatasetError, train.ConfigError, FileNotFoundError) as e:
+        results = train_dkt.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (DatasetError, train_dkt.ConfigError, FileNotFoundError) as e:
         sys.exit(f"launch.dkt: error: {e}")
-    print(train.results_table(results))
+    print(report.results_table(results))
     print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; outputs in {_WORKDIR.value}")
 
 

@@ -6,7 +6,7 @@ r"""ASSISTments 2017 clickstream -> DKT / DKT+ knowledge states -> scikit-learn 
 
 One command: generate/build the data, train DKT and DKT+ (or reuse them from the workdir), export the
 full-length knowledge states, run the nested-CV sklearn stage, the NLG / correlation analyses, and write
-<workdir>/report.md (see launch/stem_lib/pipeline.py for the layout and docs/stem.md).
+<workdir>/report.md (see launch/train_stem.py for the layout and docs/stem.md).
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from launch.stem_lib import pipeline
+    from launch import train_stem
+    from launch.runtime.progress import set_default_verbosity
 
+    set_default_verbosity()
     try:
-        results = pipeline.run(_CONFIG.value, _WORKDIR.value)
+        results = train_stem.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except DatasetError as e:
         sys.exit(f"error: {e}")
     print(f"done in {results['timings']['total_s']:.0f} s; acceptance: {results['acceptance']}")

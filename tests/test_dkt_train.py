@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ import pytest
 
 from datasets.registry import DatasetError
 from dkt_jax import input_pipeline as ip
-from dkt_jax import train
+from dkt_jax import train_steps
+from launch import train_dkt
 from launch.configs import dkt_tiny
 from tests.conftest import REPO_ROOT
 from tests.multidevice import run_with_devices
@@ -21,7 +23,7 @@ from tests.multidevice import run_with_devices
 PARITY_CODE = r"""
 import json, functools, jax, jax.numpy as jnp, numpy as np
 import dkt_jax
-from dkt_jax import train
+from dkt_jax import train_steps
 from launch.runtime import mesh as mesh_lib
 from launch.configs import dkt_tiny
 
@@ -42,19 +44,21 @@ def grads_of(step_fn, state):
 def flat(tree):
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
 
-state0 = jax.device_get(train.create_train_state(jax.random.key(1), cfg.model, cfg))  # host copy: steps donate
+state0 = jax.device_get(train_steps.create_train_state(jax.random.key(1), cfg.model, cfg))  # host copy: steps donate
 res = {}
 # single device: plain jit on device 0
 one = mesh_lib.make_data_mesh(1)
-loss_grad = jax.jit(jax.value_and_grad(functools.partial(train.loss_fn, model=model, lambdas=lambdas), has_aux=True))
+loss_grad = jax.jit(jax.value_and_grad(functools.partial(train_steps.loss_fn, model=model, lambdas=lambdas), has_aux=True))
 (l1, _), g1 = loss_grad(state0.params, batch, key)
-s1, o1 = train.make_train_step(model, lambdas, "jit", one)(mesh_lib.replicate(state0, one), batch, key)
+lam = tuple(sorted(lambdas.items()))
+s1, o1 = train_steps.make_train_step(model, lam, one)(mesh_lib.replicate(state0, one), mesh_lib.shard_batch(batch, one), key)
 mesh = mesh_lib.make_data_mesh(8)
-sj, oj = train.make_train_step(model, lambdas, "jit", mesh)(mesh_lib.replicate(state0, mesh), batch, key)
-sp, op = train.make_train_step(model, lambdas, "pmap", mesh)(train.to_pmap_state(state0, mesh), batch, key)
-sp = train.from_pmap_state(sp)
+devices = list(mesh.devices.flat)
+sj, oj = train_steps.make_train_step(model, lam, mesh)(mesh_lib.replicate(state0, mesh), mesh_lib.shard_batch(batch, mesh), key)
+sp, op = train_steps.make_pmap_train_step(model, lambdas, devices)(train_steps.to_pmap_state(state0, devices), batch, key)
+sp = train_steps.from_pmap_state(sp)
 # pmap gradients themselves, through the same loss with pooled counts
-pgrad = jax.pmap(lambda p, b: jax.lax.psum(jax.grad(lambda q: train.loss_fn(q, b, key, model=model,
+pgrad = jax.pmap(lambda p, b: jax.lax.psum(jax.grad(lambda q: train_steps.loss_fn(q, b, key, model=model,
                  lambdas=lambdas, axis_name="data")[0])(p), "data"), axis_name="data", in_axes=(None, 0))
 gp = jax.tree.map(lambda x: x[0], pgrad(state0.params, jax.tree.map(lambda x: x.reshape((8, -1) + x.shape[1:]), batch)))
 res["n_devices"] = len(jax.devices())
@@ -81,16 +85,16 @@ def test_eight_device_parity_jit_pmap_single():
 def test_per_tensor_and_global_clipping():
     cfg = dkt_tiny.get_config()
     grads = {"a": jnp.full((4,), 10.0), "b": jnp.full((1,), 0.1)}
-    per = train.clip_by_tensor_norm(5.0).update(grads, None)[0]
+    per = train_steps.clip_by_tensor_norm(5.0).update(grads, None)[0]
     np.testing.assert_allclose(np.linalg.norm(per["a"]), 5.0, rtol=1e-6)
     np.testing.assert_allclose(per["b"], grads["b"])  # small tensors untouched
     cfg.clip = "global_norm"
     cfg.clip_norm = 1.0
-    tx = train.make_optimizer(cfg)
+    tx = train_steps.make_optimizer(cfg)
     assert tx.init(grads) is not None
     cfg.clip = "bogus"
     with pytest.raises(ValueError, match="config.clip"):
-        train.make_optimizer(cfg)
+        train_steps.make_optimizer(cfg)
 
 
 def _toy_sources(n_train=24, n_test=10, m=5, seed=0):
@@ -107,12 +111,12 @@ def _toy_sources(n_train=24, n_test=10, m=5, seed=0):
 
 def test_bad_config_values_are_named(tmp_path):
     for field, value in (("parallelism", "spmd"), ("clip", "bogus"), ("batch_size", 0)):
-        with pytest.raises(train.ConfigError, match=f"config.{field}"):
-            train.train_and_evaluate(_tiny_config(**{field: value}), str(tmp_path), sources=_toy_sources())
+        with pytest.raises(train_dkt.ConfigError, match=f"config.{field}"):
+            train_dkt.train_and_evaluate(_tiny_config(**{field: value}), str(tmp_path), sources=_toy_sources())
     cfg = _tiny_config()
     cfg.model.encoding = "twohot"
-    with pytest.raises(train.ConfigError, match="config.model.encoding"):
-        train.train_and_evaluate(cfg, str(tmp_path), sources=_toy_sources())
+    with pytest.raises(train_dkt.ConfigError, match="config.model.encoding"):
+        train_dkt.train_and_evaluate(cfg, str(tmp_path), sources=_toy_sources())
 
 
 def test_read_sequences_errors_name_the_example():
@@ -158,24 +162,24 @@ def _tiny_config(**overrides):
 def test_train_resume_and_load_params(tmp_path):
     sources = _toy_sources()
     wd = str(tmp_path / "run")
-    r1 = train.train_and_evaluate(_tiny_config(num_epochs=1), wd, sources=sources)
+    r1 = train_dkt.train_and_evaluate(_tiny_config(num_epochs=1), wd, sources=sources)
     assert r1["epochs_run"] == 1
     hist1 = json.load(open(os.path.join(wd, "results.json")))["history"]
     # re-running with more epochs continues from the checkpoint (epoch 2 only)
-    r2 = train.train_and_evaluate(_tiny_config(num_epochs=2), wd, sources=sources)
+    r2 = train_dkt.train_and_evaluate(_tiny_config(num_epochs=2), wd, sources=sources)
     hist2 = json.load(open(os.path.join(wd, "results.json")))["history"]
     assert r2["epochs_run"] == 2 and len(hist2) == 2 and hist2[0] == hist1[0]
     # ... and gives the same epoch 2 as an uninterrupted 2-epoch run (params, data order, dropout)
-    r3 = train.train_and_evaluate(_tiny_config(num_epochs=2), str(tmp_path / "straight"), sources=sources)
+    r3 = train_dkt.train_and_evaluate(_tiny_config(num_epochs=2), str(tmp_path / "straight"), sources=sources)
     assert r3["test"]["auc_n"] == pytest.approx(r2["test"]["auc_n"], abs=1e-6)
     assert r3["best_val_auc_n"] == pytest.approx(r2["best_val_auc_n"], abs=1e-6)
-    params, model_cfg = train.load_params(wd)
+    params, model_cfg = train_dkt.load_params(wd)
     assert model_cfg.num_skills == 5
     import dkt_jax
     out = dkt_jax.apply(params, np.zeros((1, 4), np.int32), np.ones((1, 4), np.int32), np.array([4]))
     assert out.shape == (1, 4, 5)
     with pytest.raises(FileNotFoundError, match="finished launch.dkt workdir"):
-        train.load_params(str(tmp_path / "nothing"))
+        train_dkt.load_params(str(tmp_path / "nothing"))
 
 
 def test_launch_dkt_end_to_end_tiny(tmp_path):
@@ -193,6 +197,11 @@ def test_launch_dkt_end_to_end_tiny(tmp_path):
     for f in ("plots/knowledge_state.png", "plots/training.png", "metrics.jsonl", "report.md", "config.json"):
         assert (wd / f).stat().st_size > 0
     assert any((wd / "checkpoints").iterdir())
+    # Quiet logs: the progress bars, one summary line per epoch, no INFO log lines (orbax steps, data...).
+    log_lines = [ln for ln in proc.stderr.replace("\r", "\n").splitlines() if re.match(r"[IWEF]\d{4} ", ln)]
+    assert len(log_lines) < 5, log_lines
+    assert not [ln for ln in log_lines if ln.startswith("I")], log_lines
+    assert len(re.findall(r"^epoch 1/1: train_loss=", proc.stderr, flags=re.M)) == 1, proc.stderr[-2000:]
     # unknown dataset: a clear one-line error, no traceback
     bad = subprocess.run(cmd[:-1] + ["--config.dataset=nope", f"--workdir={tmp_path / 'bad'}"], cwd=REPO_ROOT,
                          env=env, capture_output=True, text=True, timeout=600)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from launch.stem_lib import analyses
+from dkt_jax.stem import analyses
 
 
 def test_nlg_by_hand():

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from launch.stem_lib import classifiers, evaluate
+from dkt_jax.stem import classifiers, evaluate
 
 
 class FixedProba(ClassifierMixin, BaseEstimator):

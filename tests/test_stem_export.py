@@ -1,4 +1,4 @@
-"""Knowledge-state export (launch.stem_lib.export) equals dkt_jax.knowledge_states on each student."""
+"""Knowledge-state export (dkt_jax.stem.export) equals dkt_jax.knowledge_states on each student."""
 from __future__ import annotations
 
 import jax
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import dkt_jax
-from launch.stem_lib import export
+from dkt_jax.stem import export
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_export_equals_knowledge_states(model_and_sequences):
     params, seqs, vocab = model_and_sequences
     ids = np.arange(100, 100 + len(seqs))
     # chunk_len 8 and batch 3: sequences span up to 5 chunks and batches mix lengths; padded dummy rows.
-    got = export.export_with_dkt(params, seqs, student_ids=ids, skill_vocab=vocab, chunk_len=8, batch_size=3)
+    got = export.export_knowledge_states(params, seqs, student_ids=ids, skill_vocab=vocab, chunk_len=8, batch_size=3)
     assert got.final_states.shape == (len(seqs), len(vocab))
     for i, (s, c) in enumerate(seqs):
         states, _ = dkt_jax.knowledge_states(params, s[None], c[None], np.array([len(s)], np.int32))
@@ -38,7 +38,7 @@ def test_export_equals_knowledge_states(model_and_sequences):
 
 def test_export_roundtrip_and_errors(model_and_sequences, tmp_path):
     params, seqs, vocab = model_and_sequences
-    got = export.export_with_dkt(params, seqs[:4], student_ids=[7, 8, 9, 10], skill_vocab=vocab,
+    got = export.export_knowledge_states(params, seqs[:4], student_ids=[7, 8, 9, 10], skill_vocab=vocab,
                                  chunk_len=4, batch_size=8)
     paths = export.write_export(str(tmp_path), "dkt", got)
     back = export.read_export(paths["npz"])
@@ -46,7 +46,7 @@ def test_export_roundtrip_and_errors(model_and_sequences, tmp_path):
     assert [len(t) for t in back.trajectories] == [len(s) for s, _ in seqs[:4]]
     assert back.skill_vocab == vocab
     with pytest.raises(ValueError, match="no actions"):
-        export.export_with_dkt(params, [seqs[0], (np.zeros(0, np.int32), np.zeros(0, np.int32))],
+        export.export_knowledge_states(params, [seqs[0], (np.zeros(0, np.int32), np.zeros(0, np.int32))],
                                student_ids=[1, 2], skill_vocab=vocab)
     with pytest.raises(ValueError, match="skill vocabulary"):
-        export.export_with_dkt(params, seqs[:1], student_ids=[1], skill_vocab=vocab[:3])
+        export.export_knowledge_states(params, seqs[:1], student_ids=[1], skill_vocab=vocab[:3])

@@ -57,13 +57,13 @@ def test_tiny_run_writes_everything(tiny_run):
 
 def test_trained_models_are_reused(tiny_run):
     from launch.configs import stem_tiny
-    from launch.stem_lib import pipeline
+    from launch import train_stem
     from launch.runtime.workdir import Workdir
 
     workdir, _ = tiny_run
     params_file = os.path.join(workdir, "kt", "dkt", "best_params.msgpack")
     before = os.path.getmtime(params_file)
-    params, info = pipeline.train_or_reuse(stem_tiny.get_config(), "dkt", os.path.join(workdir, "tfds"),
+    params, info = train_stem.train_or_reuse(stem_tiny.get_config(), "dkt", os.path.join(workdir, "tfds"),
                                            Workdir(workdir))
     assert os.path.getmtime(params_file) == before and info["best_epoch"] == 1
     assert params["output"]["kernel"].shape[1] == 12

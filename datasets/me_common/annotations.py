@@ -349,6 +349,3 @@ def parse_casme3(path: str, report: BuildReport) -> list[ClipAnnotation]:
         out.append(repair_frames(ann, report))
     return out
 
-
-PARSERS: dict[str, Callable[[str, BuildReport], list[ClipAnnotation]]] = {
-    "casme2": parse_casme2, "samm": parse_samm, "casme_sq": parse_casme_sq, "casme3": parse_casme3}

@@ -21,10 +21,10 @@ import numpy as np
 from absl import flags, logging
 
 import dkt_jax
-from dkt_jax import train
+from dkt_jax import train_steps
 from launch.runtime import mesh as mesh_lib
 from launch.benchmarks import common
-from launch.configs import dkt_simulated5
+from launch.configs import dkt_base
 
 _SHAPES = flags.DEFINE_string("dkt_shapes", "64x200x100,32x500x102", "Comma list of BxTxM.")
 _HIDDEN = flags.DEFINE_integer("dkt_hidden", 200, "LSTM width.")
@@ -57,15 +57,15 @@ def model_flops(b: int, t: int, m: int, h: int) -> float:
 
 def jax_step_fn(b: int, t: int, m: int, impl: str, lambdas: dict) -> tuple:
     """Returns (one_step() -> blocks, flops_per_step)."""
-    cfg = dkt_simulated5.base_config()
+    cfg = dkt_base.get_config()
     cfg.model.num_skills, cfg.model.hidden_size, cfg.model.lstm_impl = m, _HIDDEN.value, impl
     cfg.model.dropout_rate, cfg.model.unroll = 0.1, _UNROLL.value
     model = dkt_jax.model_from_config(cfg.model)
     mesh = mesh_lib.make_data_mesh(1)
-    state = mesh_lib.replicate(train.create_train_state(jax.random.key(0), cfg.model, cfg), mesh)
+    state = mesh_lib.replicate(train_steps.create_train_state(jax.random.key(0), cfg.model, cfg), mesh)
     batch = mesh_lib.shard_batch(_batch(b, t, m), mesh)
     key = jax.random.key(1)
-    jitted = jax.jit(functools.partial(train.train_step, model=model, lambdas=lambdas), donate_argnums=0)
+    jitted = jax.jit(functools.partial(train_steps.train_step, model=model, lambdas=lambdas), donate_argnums=0)
     flops = model_flops(b, t, m, _HIDDEN.value)
     holder = {"state": state}
 

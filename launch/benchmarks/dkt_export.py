@@ -3,7 +3,7 @@ r"""Knowledge-state export benchmark: full-length DKT runs over a full-size ASSI
     python -m launch.benchmark --model=dkt_export [--dkt_export_out=bench/dkt_export.json]
     python -m launch.benchmark --model=dkt_export --dkt_export_workdir=workdirs/stem_synthetic
 
-Times ``launch.stem_lib.export.export_with_dkt`` (length-batched, chunked with the carried LSTM state)
+Times ``dkt_jax.stem.export.export_knowledge_states`` (length-batched, chunked with the carried LSTM state)
 over every student. Default population: 1,709 students with lengths drawn like the synthetic generator
 (lognormal, median 440, sigma 0.6, clipped to [5, 3000]; about 940k actions), random skills/answers and a
 randomly initialised LSTM-200 over 102 skills (the cost does not depend on the values).
@@ -46,22 +46,22 @@ def _synthetic_population(seed: int = 0) -> tuple[list, list[str], object]:
 
 
 def _workdir_population(workdir: str) -> tuple[list, list[str], object]:
-    from dkt_jax import train as dkt_train
-    from launch.stem_lib import features
+    from launch import train_dkt
+    from dkt_jax.stem import features
 
     seqs, vocab = [], None
     for split in ("kt_train", "kt_test"):
         table, meta = features.load_split("assistments2017", split, os.path.join(workdir, "tfds"))
         seqs += table.sequences()
         vocab = [str(s) for s in meta["skill_vocab"]]
-    params, _ = dkt_train.load_params(os.path.join(workdir, "kt", "dkt_plus"))
+    params, _ = train_dkt.load_params(os.path.join(workdir, "kt", "dkt_plus"))
     return seqs, vocab, params
 
 
 def main(argv):
     del argv
     from launch.benchmarks import common
-    from launch.stem_lib import export
+    from dkt_jax.stem import export
 
     t0 = time.perf_counter()
     seqs, vocab, params = (_workdir_population(_WORKDIR.value) if _WORKDIR.value
@@ -75,8 +75,9 @@ def main(argv):
     rows = []
     for chunk_len in map(int, _CHUNK.value):
         for batch_size in map(int, _BATCH.value):
-            run = lambda: export.export_with_dkt(params, seqs, student_ids=ids, skill_vocab=vocab,  # noqa: E731
-                                                 chunk_len=chunk_len, batch_size=batch_size, desc="export")
+            run = lambda: export.export_knowledge_states(  # noqa: E731
+                params, seqs, student_ids=ids, skill_vocab=vocab,
+                chunk_len=chunk_len, batch_size=batch_size, desc="export")
             t = time.perf_counter()
             run()
             first = time.perf_counter() - t

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from launch.configs import dkt_simulated5
+from launch.configs import dkt_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = dkt_simulated5.base_config()
+    c = dkt_base.get_config()
     c.simulated5 = ml_collections.ConfigDict({"num_students": 60, "num_train": 40, "num_exercises": 12,
                                               "num_concepts": 3, "seed": 0, "alpha_grid_size": 21,
                                               "gain_grid_size": 2})

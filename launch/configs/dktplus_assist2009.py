@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from launch.configs import dkt_simulated5
+from launch.configs import dkt_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = dkt_simulated5.base_config()
+    c = dkt_base.get_config()
     c.dataset = "kt_csv/assist2009"
     c.loss.lambda_r = 0.1
     c.loss.lambda_w1 = 0.003

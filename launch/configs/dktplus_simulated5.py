@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from launch.configs import dkt_simulated5
+from launch.configs import dkt_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = dkt_simulated5.base_config()
+    c = dkt_base.get_config()
     # Chosen on the validation split (best validation AUC(N) among candidates that cut w1/w2 >= 30%):
     # (0.1, 0.03, 3.0) left w1 unchanged (the reconstruction jump dominates on Simulated-5, where every
     # exercise is answered once); (0.1, 0.3, 30) kept DKT's validation AUC(N); see docs/dkt.md.

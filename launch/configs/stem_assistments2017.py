@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from launch.configs import stem_synthetic
+from launch.configs import stem_base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = stem_synthetic.get_config(arg)
+    c = stem_base.get_config(arg)
     c.generate = False
     c.dkt.max_len = 500
     c.dkt.num_epochs = 60

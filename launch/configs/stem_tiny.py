@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from launch.configs import stem_synthetic
+from launch.configs import stem_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = stem_synthetic.base_config()
+    c = stem_base.base_config()
     c.synthetic = ml_collections.ConfigDict({"num_students": 240, "seed": 0, "length_median": 40.0,
                                              "max_length": 120, "num_skills": 12, "num_stem_skills": 3,
                                              "num_log_files": 2, "num_problems": 60})

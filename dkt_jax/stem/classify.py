@@ -14,7 +14,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from launch.stem_lib import classifiers, evaluate, features, report
+from dkt_jax.stem import classifiers, evaluate, features, report
 
 BASELINE = ("baseline", "prior")
 

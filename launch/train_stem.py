@@ -1,4 +1,6 @@
-"""``launch.stem`` end to end: data -> DKT / DKT+ -> knowledge-state export -> sklearn -> analyses -> report.
+"""The STEM loop of ``launch.stem``: data -> DKT / DKT+ -> knowledge-state export -> sklearn -> analyses -> report.
+
+    results = train_and_evaluate(config, workdir)
 
 Workdir layout (``<workdir>/``):
     raw/, ground_truth/      generated synthetic release and its planted truth (``config.generate``)
@@ -11,7 +13,7 @@ Workdir layout (``<workdir>/``):
 """
 from __future__ import annotations
 
-import glob
+import functools
 import json
 import os
 import time
@@ -19,13 +21,12 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import logging
 
-from datasets import registry
-from launch.stem_lib import analyses, classify, export, features, report
+from datasets import prepare
+from dkt_jax.stem import analyses, classify, export, features, report
+from launch import train_dkt
+from launch.runtime.progress import summary
 from launch.runtime.workdir import Workdir, write_config
-
-KT_LABELS = {"dkt": "DKT", "dkt_plus": "DKT+"}
 
 
 def prepare_data(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[str, str | None]:
@@ -34,17 +35,14 @@ def prepare_data(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[str, s
     manual_dir = config.manual_dir or wd.path("raw")
     data_dir = config.data_dir or wd.path("tfds")
     ground_truth_dir = config.get("ground_truth_dir") or None
+    generate = None
     if config.generate:
-        ground_truth_dir = ground_truth_dir or wd.path("ground_truth")
-        if not glob.glob(os.path.join(manual_dir, "*.csv")):
-            from datasets.synthetic_assistments2017 import generate
+        from datasets.synthetic_assistments2017 import generate as generate_release
 
-            logging.info("Generating the synthetic ASSISTments 2017 release into %s", manual_dir)
-            summary = generate(manual_dir, ground_truth_dir=ground_truth_dir, **config.synthetic.to_dict())
-            logging.info("generated %d students, %d actions", summary["num_students"], summary["num_actions"])
-    builder = registry.get_builder(config.dataset, data_dir)
-    if not builder.is_prepared():
-        registry.build(config.dataset, manual_dir, data_dir)
+        ground_truth_dir = ground_truth_dir or wd.path("ground_truth")
+        generate = functools.partial(generate_release, ground_truth_dir=ground_truth_dir,
+                                     **config.synthetic.to_dict())
+    prepare.prepare_dataset(config.dataset, manual_dir=manual_dir, data_dir=data_dir, generate=generate)
     return data_dir, ground_truth_dir
 
 
@@ -61,17 +59,15 @@ def kt_config(config: ml_collections.ConfigDict, name: str, data_dir: str) -> ml
 def train_or_reuse(config: ml_collections.ConfigDict, name: str, data_dir: str, wd: Workdir) -> tuple[Any, dict]:
     """Trained params of KT model ``name``: loads ``kt/<name>/best_params.msgpack`` if present, else trains
     (``train_and_evaluate`` itself resumes from checkpoints of an interrupted run)."""
-    from dkt_jax import train as dkt_train
-
     kt_dir = wd.path("kt", name)
-    if os.path.exists(os.path.join(kt_dir, dkt_train.PARAMS_FILE)):
-        logging.info("Reusing trained %s from %s", name, kt_dir)
+    if os.path.exists(os.path.join(kt_dir, train_dkt.PARAMS_FILE)):
+        summary(f"Reusing trained {name} from {kt_dir}")
         results_path = os.path.join(kt_dir, "results.json")
         results = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
     else:
-        logging.info("Training %s (lambdas %s) into %s", name, config.kt_models[name].to_dict(), kt_dir)
-        results = dkt_train.train_and_evaluate(kt_config(config, name, data_dir), kt_dir)
-    params, _ = dkt_train.load_params(kt_dir)
+        summary(f"Training {name} (lambdas {config.kt_models[name].to_dict()}) into {kt_dir}")
+        results = train_dkt.train_and_evaluate(kt_config(config, name, data_dir), kt_dir)
+    params, _ = train_dkt.load_params(kt_dir)
     return params, {k: results.get(k) for k in ("test", "best_epoch", "epochs_run", "train_time_s_this_run")}
 
 
@@ -93,7 +89,7 @@ def _subset(ex: export.Export, ids: np.ndarray) -> export.Export:
                          trajectories=[ex.trajectories[i] for i in rows], skill_vocab=ex.skill_vocab)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the whole STEM pipeline into ``workdir``; returns the results dict (also results.json)."""
     wd = Workdir(workdir).make()
     write_config(wd, config)
@@ -105,8 +101,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     submission, _ = features.load_split(config.dataset, config.submission_split, data_dir)
     skill_vocab = [str(s) for s in meta["skill_vocab"]]
     timings["data_s"] = time.time() - t0
-    logging.info("%d labelled students (%d STEM), %d submission rows, %d skills", len(labelled),
-                 int(labelled.labels.sum()), len(submission), len(skill_vocab))
+    summary(f"{len(labelled)} labelled students ({int(labelled.labels.sum())} STEM), {len(submission)} "
+            f"submission rows, {len(skill_vocab)} skills")
 
     kt_results, exports, states = {}, {}, {}
     ids, seqs = _union(labelled, submission)
@@ -115,7 +111,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, kt_results[name] = train_or_reuse(config, name, data_dir, wd)
         timings[f"train_{name}_s"] = time.time() - t
         t = time.time()
-        ex = export.export_with_dkt(params, seqs, student_ids=ids, skill_vocab=skill_vocab,
+        ex = export.export_knowledge_states(params, seqs, student_ids=ids, skill_vocab=skill_vocab,
                                     chunk_len=config.export.chunk_len, batch_size=config.export.batch_size,
                                     desc=f"export {name}")
         timings[f"export_{name}_s"] = time.time() - t
@@ -146,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         json.dump(results, f, indent=2, default=float)
     with open(wd.path("report.md"), "w", encoding="utf-8") as f:
         f.write(report.markdown_report(results, clf["frame"]))
-    logging.info("STEM pipeline done in %.1f s; report at %s", timings["total_s"], wd.path("report.md"))
+    summary(f"STEM pipeline done in {timings['total_s']:.1f} s; report at {wd.path('report.md')}")
     return results
 
 

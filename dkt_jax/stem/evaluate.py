@@ -101,7 +101,7 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
 
     cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer folds.
     """
-    from launch.runtime.progress import progress
+    from tqdm.auto import tqdm
 
     splits = outer_splits(y, outer_folds, seed)
     scorer = make_stem_scorer()
@@ -110,7 +110,7 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
     run = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     jobs = (joblib.delayed(_task)(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k)
             for name, k, pipe, grid, X, tr, te in tasks)
-    for name, result in progress(run(jobs), total=len(tasks), desc=desc, unit="fold"):
+    for name, result in tqdm(run(jobs), total=len(tasks), desc=desc, unit="fold", mininterval=1.0):
         yield name, result
 
 

@@ -1,7 +1,9 @@
-"""PNG figures for a DKT run: a knowledge-state heatmap (as in the DKT+ paper) and training curves."""
+"""Reports of a DKT run: the markdown results table, a knowledge-state heatmap (as in the DKT+ paper) and
+training curves."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -63,8 +65,10 @@ def training_curves(history: Sequence[dict], path: str) -> str:
     return path
 
 
-def write_plots(wd: Any, params: Any, seqs: Any, history: Sequence[dict], config: Any) -> list[str]:
-    """Writes ``plots/knowledge_state.png`` (first test student, up to 60 steps) and ``plots/training.png``."""
+def write_plots(plots_dir: str, params: Any, seqs: Any, history: Sequence[dict], config: Any) -> list[str]:
+    """Writes ``knowledge_state.png`` (first test student, up to 60 steps) and ``training.png`` into
+    ``plots_dir``; returns their paths."""
+    os.makedirs(plots_dir, exist_ok=True)
     out = []
     if len(seqs):
         i = 0
@@ -72,9 +76,24 @@ def write_plots(wd: Any, params: Any, seqs: Any, history: Sequence[dict], config
         skills, correct = seqs.skills[i][:n], seqs.correct[i][:n]
         states, _ = dkt_jax.knowledge_states(params, skills[None], correct[None], np.array([n], np.int32))
         lam = config.loss
-        out.append(knowledge_heatmap(np.asarray(states[0]), skills, correct, wd.path("plots", "knowledge_state.png"),
+        out.append(knowledge_heatmap(np.asarray(states[0]), skills, correct,
+                                     os.path.join(plots_dir, "knowledge_state.png"),
                                      title=f"{config.dataset} student {seqs.ids[i]} (lambda_r={lam.lambda_r}, "
                                            f"w1={lam.lambda_w1}, w2={lam.lambda_w2})"))
     if history:
-        out.append(training_curves(history, wd.path("plots", "training.png")))
+        out.append(training_curves(history, os.path.join(plots_dir, "training.png")))
     return out
+
+
+def results_table(results: Mapping[str, Any]) -> str:
+    """Markdown table of the test metrics, plus oracle / Bayes-optimal AUC rows when known."""
+    t = results["test"]
+    lines = ["| metric | value |", "|---|---|"]
+    for key, label in (("auc_n", "AUC(N)"), ("auc_c", "AUC(C)"), ("w1", "w1"), ("w2", "w2"), ("m1", "m1"),
+                       ("m2", "m2")):
+        lines.append(f"| {label} | {t[key]:.4f} |")
+    for key, label in (("oracle_auc", "oracle AUC (true p)"), ("bayes_auc", "Bayes-optimal AUC")):
+        if key in results:
+            lines.append(f"| {label} | {results[key]:.4f} |")
+    lines.append(f"| test targets | {t['num_targets']} |")
+    return "\n".join(lines)
