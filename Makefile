@@ -1,16 +1,19 @@
-# One-command entry points. Each target creates .venv from pyproject.toml on first use.
+# One-command entry points. Each target creates .venv from the lock file on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements-lock.txt
 WORKDIR ?= workdirs
 
-.PHONY: demo demo-dkt demo-fdp demo-stem test test-fast bench clean
+.PHONY: install demo demo-dkt demo-fdp demo-stem test lint clean
 
-$(STAMP): pyproject.toml
+# The pinned versions of requirements-lock.txt, then the project itself without resolving again.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,5 +34,8 @@ demo-stem: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 clean:
-	rm -rf $(VENV) $(WORKDIR) .pytest_cache
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache .cache

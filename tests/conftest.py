@@ -1,5 +1,11 @@
 """Shared pytest fixtures. The suite runs on 1 CPU device; multi-device checks use
-``tests.multidevice.run_with_devices`` (a subprocess with 8 fake CPU devices)."""
+``tests.multidevice.run_with_devices`` (a subprocess with 8 fake CPU devices).
+
+The test session uses JAX's persistent compilation cache (folder from ``FDP_DKT_TEST_JAX_CACHE``, default
+``<repo>/.cache/jax-tests``), so the tiny configs and the launcher subprocesses share compiled steps. The
+settings are also exported as ``JAX_*`` environment variables at import time, before any test starts a
+subprocess, so children inherit them.
+"""
 from __future__ import annotations
 
 import os
@@ -11,15 +17,35 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+TEST_DATA_DIR = os.path.join(REPO_ROOT, "tests", "data")
+FDP_GOLDEN_PATH = os.path.join(TEST_DATA_DIR, "fdp_golden_seed20251.npz")
 
-def shared_dir() -> str:
-    """The project's ``../shared`` folder (override with FDP_DKT_SHARED)."""
-    return os.environ.get("FDP_DKT_SHARED", os.path.join(os.path.dirname(REPO_ROOT), "shared"))
+JAX_CACHE_DIR = os.path.abspath(os.environ.get("FDP_DKT_TEST_JAX_CACHE")
+                                or os.path.join(REPO_ROOT, ".cache", "jax-tests"))
+JAX_CACHE_MIN_COMPILE_SECS = 0.5
+
+if os.environ.get("FDP_DKT_TEST_JAX_CACHE"):  # an explicit test-cache folder wins over an inherited one
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE_DIR
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", JAX_CACHE_DIR)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(JAX_CACHE_MIN_COMPILE_SECS))
+
+
+def _enable_compilation_cache() -> None:
+    import jax
+
+    cache_dir = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    os.makedirs(cache_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+_enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")
-def shared_path() -> str:
-    path = shared_dir()
-    if not os.path.isdir(path):
-        pytest.fail(f"../shared not found at {path}; set FDP_DKT_SHARED to its location.")
-    return path
+def fdp_golden_path() -> str:
+    """The golden vectors of the official FDP model (``tests/data/README.md``)."""
+    if not os.path.exists(FDP_GOLDEN_PATH):
+        pytest.fail(f"golden vectors not found: {FDP_GOLDEN_PATH} (tracked in the repository: tests/data/)")
+    return FDP_GOLDEN_PATH

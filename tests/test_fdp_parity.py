@@ -1,13 +1,13 @@
-"""Numerical parity with the official PyTorch FDP via the golden vectors in ../shared/reference.
+"""Numerical parity with the official PyTorch FDP (github.com/CYF-cuber/FDP @ 7ad36d9) via the golden
+vectors in tests/data/fdp_golden_seed20251.npz.
 
-Weights are regenerated with the documented numpy recipe (README there), converted with
+Weights are regenerated with the documented numpy recipe (tests/data/README.md), converted with
 ``fdp_jax.convert.from_torch_state_dict`` and run in eval mode, float32, highest precision.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +48,8 @@ def regenerate_state_dict(manifest: list[dict]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def golden(shared_path):
-    path = os.path.join(shared_path, "reference", "fdp_golden_seed20251.npz")
-    if not os.path.exists(path):
-        pytest.fail(f"golden vectors not found: {path}")
-    return dict(np.load(path))
+def golden(fdp_golden_path):
+    return dict(np.load(fdp_golden_path))
 
 
 @pytest.fixture(scope="module")

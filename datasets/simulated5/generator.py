@@ -1,6 +1,6 @@
 """Simulated-5 generator (in the spirit of Piech et al. 2015's Synthetic-5) with two reference predictions.
 
-Generative model (issue 2 §3; parameters as in ../shared/research/pykt_baseline.md):
+Generative model (after Piech et al. 2015's Synthetic-5, plus a per-student learning gain; see README.md):
 
 * ``num_exercises`` exercises answered by every student in the same fixed order (skill ids 1..J);
   exercise j belongs to concept ``concepts[j]`` (``rng.permutation(arange(J) % K)``, balanced).
