@@ -11,6 +11,7 @@ import time
 from absl import app, flags, logging
 
 from datasets import registry
+from launch.runtime.cli import parse_flags
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset name, optionally with a config: name[/config].")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the official release files.")
@@ -51,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -9,10 +9,9 @@ best_params.msgpack and plots/{knowledge_state,training}.png.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
+from launch.runtime.cli import exit_on_user_error, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/*.py file.",
                                           lock_config=True)
@@ -23,19 +22,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from datasets.registry import DatasetError
     from dkt_jax import report
     from launch import train_dkt
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
-    try:
-        results = train_dkt.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (DatasetError, train_dkt.ConfigError, FileNotFoundError) as e:
-        sys.exit(f"launch.dkt: error: {e}")
+    results = exit_on_user_error("launch.dkt", train_dkt.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     print(report.results_table(results))
     print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; outputs in {_WORKDIR.value}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

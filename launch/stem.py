@@ -10,12 +10,10 @@ full-length knowledge states, run the nested-CV sklearn stage, the NLG / correla
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
 
-from datasets.registry import DatasetError
+from launch.runtime.cli import exit_on_user_error, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/stem_*.py file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (created; reused on re-runs).")
@@ -29,13 +27,10 @@ def main(argv):
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
-    try:
-        results = train_stem.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except DatasetError as e:
-        sys.exit(f"error: {e}")
+    results = exit_on_user_error("launch.stem", train_stem.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     print(f"done in {results['timings']['total_s']:.0f} s; acceptance: {results['acceptance']}")
     print(f"report: {_WORKDIR.value}/report.md")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from typing import Any, Mapping
@@ -26,16 +27,14 @@ from datasets import prepare, registry
 from dkt_jax import input_pipeline as ip
 from dkt_jax import metrics, report, train_steps
 from launch.runtime import checkpointing, mesh as mesh_lib
+from launch.runtime.cli import ConfigError
+from launch.runtime.guard import DivergenceGuard
 from launch.runtime.metric_writers import MetricWriter
 from launch.runtime.progress import progress, summary
 from launch.runtime.workdir import Workdir, write_config
 
 PARAMS_FILE = "best_params.msgpack"
 SUMMARY_KEYS = ("train_loss", "val_auc_n", "val_auc_c", "val_w1", "val_w2")  # the one line per epoch
-
-
-class ConfigError(ValueError):
-    """A bad launch config value (reported by launch.dkt without a traceback)."""
 
 
 _CHOICES = {"model.encoding": ("onehot", "embedding", "reference_tf"), "model.lstm_impl": ("fused", "hoisted", "flax"),
@@ -53,9 +52,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("batch_size", "max_len", "num_epochs", "eval_batch_size", "eval_chunk_len"):
         if not isinstance(config.get(field), int) or config.get(field) <= 0:
             raise ConfigError(f"config.{field} must be a positive int, got {config.get(field)!r}.")
-    for field in ("lambda_r", "lambda_w1", "lambda_w2"):
-        if config.loss.get(field, 0.0) < 0:
-            raise ConfigError(f"config.loss.{field} must be >= 0, got {config.loss.get(field)}.")
+    for field in ("model.hidden_size", "model.embedding_dim", "min_len", "patience", "keep_checkpoints"):
+        value = config
+        for part in field.split("."):
+            value = value.get(part)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config.{field} must be a positive int, got {value!r}.")
+    ranges = {"learning_rate": (config.learning_rate, 0.0, math.inf, "> 0"),
+              "clip_norm": (config.clip_norm, 0.0, math.inf, "> 0"),
+              "max_loss": (config.get("max_loss", 1.0), 0.0, math.inf, "> 0"),
+              "model.dropout_rate": (config.model.dropout_rate, -1e-12, 1.0, "in [0, 1)"),
+              "val_fraction": (config.val_fraction, -1e-12, 1.0, "in [0, 1)"),
+              **{f"loss.{k}": (config.loss.get(k, 0.0), -1e-12, math.inf, ">= 0")
+                 for k in ("lambda_r", "lambda_w1", "lambda_w2")}}
+    for field, (value, low, high, text) in ranges.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low < value < high):
+            raise ConfigError(f"config.{field} must be {text}, got {value!r}.")
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> ip.Splits:
@@ -141,13 +153,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer = MetricWriter(wd.root)
     t_train = time.time()
     epoch = meta["epoch"]
+    guard = DivergenceGuard(config.max_loss)
     while epoch < config.num_epochs and not meta["stopped"]:
         bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.num_epochs}", leave=False)
         sums: dict[str, Any] = {}
-        for _ in bar:
+        for i in bar:
             state, out = step_fn(state, next(data_iter), rng_train)
+            guard.update(epoch * steps_per_epoch + i + 1, out)  # on device; read once per epoch
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v
+        guard.check()  # a diverged epoch is neither evaluated nor checkpointed
         train_out = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
         plain = train_steps.from_pmap_state(state) if config.parallelism == "pmap" else state
         epoch += 1

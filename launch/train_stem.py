@@ -25,6 +25,7 @@ import numpy as np
 from datasets import prepare
 from dkt_jax.stem import analyses, classify, export, features, report
 from launch import train_dkt
+from launch.runtime.cli import ConfigError
 from launch.runtime.progress import summary
 from launch.runtime.workdir import Workdir, write_config
 
@@ -89,8 +90,26 @@ def _subset(ex: export.Export, ids: np.ndarray) -> export.Export:
                          trajectories=[ex.trajectories[i] for i in rows], skill_vocab=ex.skill_vocab)
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks the STEM fields and each KT model's launch.dkt config up front (``ConfigError`` names the field)."""
+    if not config.kt_models:
+        raise ConfigError("config.kt_models is empty: name at least one KT model with its lambdas.")
+    for name in config.kt_models:
+        try:
+            train_dkt.validate_config(kt_config(config, name, data_dir=""))
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in config.dkt, model {name!r})") from None
+    for field in ("outer_folds", "inner_folds", "rfecv_folds"):
+        if not isinstance(config.sklearn.get(field), int) or config.sklearn.get(field) < 2:
+            raise ConfigError(f"config.sklearn.{field} must be an int >= 2, got {config.sklearn.get(field)!r}.")
+    for field in ("chunk_len", "batch_size"):
+        if not isinstance(config.export.get(field), int) or config.export.get(field) <= 0:
+            raise ConfigError(f"config.export.{field} must be a positive int, got {config.export.get(field)!r}.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the whole STEM pipeline into ``workdir``; returns the results dict (also results.json)."""
+    validate_config(config)
     wd = Workdir(workdir).make()
     write_config(wd, config)
     timings: dict[str, float] = {}

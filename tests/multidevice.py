@@ -24,5 +24,5 @@ def run_with_devices(code: str, num_devices: int = 8, timeout: float = 600) -> d
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed (rc={proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
                              f"STDERR:\n{proc.stderr[-8000:]}")
-    lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     return json.loads(lines[-1])

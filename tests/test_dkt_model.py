@@ -122,7 +122,7 @@ def test_api_under_jit_vmap_grad():
     np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), atol=1e-6)
 
     # vmap over an extra leading axis of sequences (each call sees a batch of 1)
-    vm = jax.vmap(lambda s, c, l: dkt_jax.apply(params, s[None], c[None], l[None])[0])(skills, correct, lengths)
+    vm = jax.vmap(lambda s, c, n: dkt_jax.apply(params, s[None], c[None], n[None])[0])(skills, correct, lengths)
     mask = np.arange(6)[None] < lengths[:, None]
     np.testing.assert_allclose(np.asarray(vm)[mask], np.asarray(eager)[mask], atol=1e-6)
     # vmap over an ensemble of parameters

@@ -48,14 +48,18 @@ state0 = jax.device_get(train_steps.create_train_state(jax.random.key(1), cfg.mo
 res = {}
 # single device: plain jit on device 0
 one = mesh_lib.make_data_mesh(1)
-loss_grad = jax.jit(jax.value_and_grad(functools.partial(train_steps.loss_fn, model=model, lambdas=lambdas), has_aux=True))
+loss_grad = jax.jit(jax.value_and_grad(functools.partial(train_steps.loss_fn, model=model, lambdas=lambdas),
+                                       has_aux=True))
 (l1, _), g1 = loss_grad(state0.params, batch, key)
 lam = tuple(sorted(lambdas.items()))
-s1, o1 = train_steps.make_train_step(model, lam, one)(mesh_lib.replicate(state0, one), mesh_lib.shard_batch(batch, one), key)
+s1, o1 = train_steps.make_train_step(model, lam, one)(mesh_lib.replicate(state0, one),
+                                                      mesh_lib.shard_batch(batch, one), key)
 mesh = mesh_lib.make_data_mesh(8)
 devices = list(mesh.devices.flat)
-sj, oj = train_steps.make_train_step(model, lam, mesh)(mesh_lib.replicate(state0, mesh), mesh_lib.shard_batch(batch, mesh), key)
-sp, op = train_steps.make_pmap_train_step(model, lambdas, devices)(train_steps.to_pmap_state(state0, devices), batch, key)
+sj, oj = train_steps.make_train_step(model, lam, mesh)(mesh_lib.replicate(state0, mesh),
+                                                       mesh_lib.shard_batch(batch, mesh), key)
+pmap_step = train_steps.make_pmap_train_step(model, lambdas, devices)
+sp, op = pmap_step(train_steps.to_pmap_state(state0, devices), batch, key)
 sp = train_steps.from_pmap_state(sp)
 # pmap gradients themselves, through the same loss with pooled counts
 pgrad = jax.pmap(lambda p, b: jax.lax.psum(jax.grad(lambda q: train_steps.loss_fn(q, b, key, model=model,

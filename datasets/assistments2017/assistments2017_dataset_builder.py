@@ -14,7 +14,6 @@ import os
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 import tensorflow_datasets as tfds
 from absl import logging
 
@@ -111,7 +110,8 @@ def _sequences(release: Release) -> dict[int, dict[str, np.ndarray]]:
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     ends = np.r_[starts[1:], len(ids)]
     as_int = lambda col, dtype, fill: a[col].fillna(fill).to_numpy().astype(dtype)  # noqa: E731
-    arrays = {"skills": skills, "correct": as_int("correct", np.int32, 0), "problem_id": as_int("problemId", np.int64, -1),
+    arrays = {"skills": skills, "correct": as_int("correct", np.int32, 0),
+              "problem_id": as_int("problemId", np.int64, -1),
               "original": as_int("original", np.int32, -1), "hint": as_int("hint", np.int32, -1),
               "time_taken": a["timeTaken"].to_numpy(np.float32), "ln": a["Ln"].to_numpy(np.float32),
               "action_id": as_int("actionId", np.int64, -1)}

@@ -109,7 +109,8 @@ def _read_labels(path: str, columns: tuple[str, ...]) -> pd.DataFrame:
         out[column], _ = _numeric(frame, column, path, required=column == "isSTEM")
     if "isSTEM" in out and not out["isSTEM"].isin([0.0, 1.0]).all():
         row = int(np.flatnonzero(~out["isSTEM"].isin([0.0, 1.0]).to_numpy())[0])
-        raise DatasetError(f"{path}, column 'isSTEM', line {row + 2}: value {frame['isSTEM'].iloc[row]!r} is not 0 or 1.")
+        raise DatasetError(f"{path}, column 'isSTEM', line {row + 2}: value {frame['isSTEM'].iloc[row]!r} "
+                           "is not 0 or 1.")
     return out
 
 

@@ -41,8 +41,8 @@ def effect_summary(table: pd.DataFrame, final_mastery: np.ndarray, sp_columns: S
     """Planted effect sizes: STEM vs non-STEM differences and how much the true knowledge state adds to SP.
 
     ``table`` has one row per student (isSTEM, p_stem, mastery / gain columns, SP columns); ``final_mastery``
-    is (S, K). CV AUCs (skipped unless ``with_cv``) use a 5-fold logistic regression on the true features (an upper reference for what a
-    pipeline on estimated knowledge states can recover).
+    is (S, K). CV AUCs (skipped unless ``with_cv``) use a 5-fold logistic regression on the true features
+    (an upper reference for what a pipeline on estimated knowledge states can recover).
     """
     y = table["isSTEM"].to_numpy()
     sp = table[list(sp_columns)].to_numpy(np.float64)

@@ -83,7 +83,8 @@ def _state_frame(states: pd.DataFrame, ids: np.ndarray, name: str) -> np.ndarray
     return indexed.loc[ids].to_numpy(np.float64)
 
 
-def feature_matrix(feature_set: str, table: StudentTable, states: dict[str, pd.DataFrame]) -> tuple[np.ndarray, list[str]]:
+def feature_matrix(feature_set: str, table: StudentTable,
+                   states: dict[str, pd.DataFrame]) -> tuple[np.ndarray, list[str]]:
     """(N, F) features of ``table``'s students for one feature set, with column names.
 
     states: export name ('dkt', 'dkt_plus') -> DataFrame with student_id, kt_0..kt_{M-1}.

@@ -132,7 +132,8 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
         lines += ["", "Generator reference (effects.json, 5-fold LR AUC on the labelled students): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in reference.items())]
     lines += ["", "## Normalized learning gain (10-step moving average of mean mastery)", "",
-              "| source | STEM mean ± std | non-STEM mean ± std | Welch t | p | Cohen's d |", "|---|---|---|---|---|---|"]
+              "| source | STEM mean ± std | non-STEM mean ± std | Welch t | p | Cohen's d |",
+              "|---|---|---|---|---|---|"]
     rows = dict(ana["nlg"])
     gt = ana.get("ground_truth") or {}
     if "learning_gain" in gt:

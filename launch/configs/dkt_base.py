@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.learning_rate = 1e-2
     c.clip = "per_tensor"             # 'per_tensor' (reference), 'global_norm' or 'none'
     c.clip_norm = 5.0
+    c.max_loss = 1e6                  # a step whose loss exceeds this (or is not finite) stops the run
     c.num_epochs = 60
     c.patience = 10                   # early stopping on validation AUC(N)
     c.min_delta = 1e-4
