@@ -91,7 +91,16 @@ class Checkpointer:
             import grain
 
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-        restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+        try:
+            restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+        except ValueError as e:  # another model's shapes or parameter tree
+            if "shape" not in str(e) and "Structure mismatch" not in str(e):
+                raise
+            from launch.runtime.workdir import WorkdirError
+            raise WorkdirError(
+                f"the checkpoint step {step} in {self.directory} belongs to a model of another shape than this "
+                f"config's ({str(e).splitlines()[0][:200]}). Resume with the config that wrote it, or start "
+                "over with a new --workdir (or delete that checkpoints folder).") from None
         return Restored(step=int(step), state=restored["state"], meta=dict(restored["meta"] or {}),
                         data_iter=restored.get("data_iter") if data_iter is not None else None)
 
