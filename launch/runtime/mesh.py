@@ -26,7 +26,10 @@ _MULTI_PROCESS_ENV = (
 def maybe_initialize_distributed() -> bool:
     """Calls ``jax.distributed.initialize()`` when a multi-process environment is detected.
 
-    Returns True when distributed initialisation ran. Safe to call more than once.
+    Environments: an explicit ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``: e.g.
+    two CPU processes on 127.0.0.1), Cloud TPU pod slices (``TPU_WORKER_HOSTNAMES``), SLURM (``SLURM_NTASKS``)
+    and Open MPI (``OMPI_COMM_WORLD_SIZE``); the last three are auto-detected by JAX itself. CPU processes
+    exchange collectives through gloo. Returns True when distributed initialisation ran; safe to call twice.
     """
     if getattr(maybe_initialize_distributed, "_done", False):
         return True
@@ -45,10 +48,30 @@ def maybe_initialize_distributed() -> bool:
             break
     if not wanted:
         return False
-    logging.info("Multi-process environment detected: calling jax.distributed.initialize().")
-    jax.distributed.initialize()
+    kwargs = {}
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        kwargs = {"coordinator_address": os.environ["JAX_COORDINATOR_ADDRESS"]}
+        for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+            if os.environ.get(env):
+                kwargs[key] = int(os.environ[env])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only used by the CPU backend
+    logging.info("Multi-process environment detected: calling jax.distributed.initialize(%s).", kwargs)
+    jax.distributed.initialize(**kwargs)
     maybe_initialize_distributed._done = True  # type: ignore[attr-defined]
     return True
+
+
+def local_copy(tree: Any) -> Any:
+    """This process's copy of a replicated (possibly multi-process) pytree, as single-device arrays.
+
+    Use it to run host-side work (evaluation over this process's data, saving) on replicated parameters:
+    a multi-process global array cannot be mixed with process-local inputs under jit or read with device_get.
+    """
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+    return jax.tree.map(one, tree)
 
 
 def make_data_mesh(num_devices: int | None = None) -> Mesh:
