@@ -1,5 +1,5 @@
 """One way for every launcher to get a dataset ready: generate a synthetic release if asked and missing,
-then build it (TF-free) unless it is built already.
+then build it (TF-free) unless it is built already from the same inputs (``input_fingerprint.json``).
 
     builder = prepare.prepare_dataset("simulated5", manual_dir=raw, data_dir=tfds_dir,
                                       generate=functools.partial(simulated5.generate, num_students=500))
@@ -58,6 +58,9 @@ def prepare_dataset(name: str, *, manual_dir: str | None, data_dir: str,
 
     With ``generate``, a synthetic release is first generated into ``manual_dir`` when that folder is
     missing or empty. The dataset is built from ``manual_dir`` only when ``data_dir`` does not hold it yet.
+    An existing build is checked against ``manual_dir`` (when that folder exists): if the files it was built
+    from changed, ``registry.DatasetError`` names them (rebuild with ``launch.build --overwrite``); a build
+    without a stored fingerprint (older builds) is used with a warning.
     Raises ``registry.DatasetError`` (naming the folder) when it must be built and ``manual_dir`` is absent.
     """
     if generate is not None:
@@ -66,6 +69,11 @@ def prepare_dataset(name: str, *, manual_dir: str | None, data_dir: str,
         ensure_generated(manual_dir, generate)
     builder = registry.get_builder(name, data_dir)
     if builder.is_prepared():
+        if manual_dir and os.path.isdir(manual_dir):
+            registry.check_inputs(builder, name, manual_dir)
+        elif manual_dir:
+            logging.info("%s: manual_dir %s does not exist; using the build at %s without checking its inputs.",
+                         name, manual_dir, builder.data_dir)
         return builder
     if not manual_dir:
         dataset = registry.split_name(name)[0]

@@ -2,6 +2,11 @@ r"""Builds a dataset TF-free (the ``tfds build`` CLI needs TensorFlow and apache
 
     python -m launch.build --dataset=casme2/5class --manual_dir=~/mer/casme2 --data_dir=data/tfds
     python -m launch.build --list
+
+An existing build is reused when its inputs are unchanged; if they changed, the command fails and names the
+changed files (rebuild with --overwrite). --overwrite builds into a temporary folder and replaces the old build
+only when the new one succeeded. A second build of the same dataset waits for the first (--lock_timeout).
+Dataset problems end the command with exit status 1 and one line ``error: ...`` naming the file.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the official 
 _DATA_DIR = flags.DEFINE_string("data_dir", registry.DEFAULT_DATA_DIR, "TFDS data_dir to write to.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists.")
 _LIST = flags.DEFINE_bool("list", False, "List the known datasets and their configs, then exit.")
+_LOCK_TIMEOUT = flags.DEFINE_float("lock_timeout", None, "Seconds to wait for another build of the same dataset "
+                                   "(default: wait until it is done; 0: fail at once).")
 
 
 def _list() -> None:
@@ -42,13 +49,16 @@ def main(argv):
         sys.exit("--dataset is required (see --list).")
     t0 = time.time()
     try:
-        builder = registry.build(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value, overwrite=_OVERWRITE.value)
+        builder = registry.build(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value, overwrite=_OVERWRITE.value,
+                                 lock_timeout=_LOCK_TIMEOUT.value)
     except registry.DatasetError as e:
-        sys.exit(f"error: {e}")
+        sys.exit("error: " + " ".join(str(e).split()))
     info = builder.info
     splits = {k: v.num_examples for k, v in info.splits.items()}
-    logging.info("Built %s in %.1fs", _DATASET.value, time.time() - t0)
-    print(f"built {info.full_name} at {builder.data_dir} in {time.time() - t0:.1f}s; splits: {splits}")
+    status = getattr(builder, "build_status", "built")
+    what = "built" if status == "built" else "already built from the same inputs:"
+    logging.info("%s %s in %.1fs", status, _DATASET.value, time.time() - t0)
+    print(f"{what} {info.full_name} at {builder.data_dir} in {time.time() - t0:.1f}s; splits: {splits}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import cv2
-import numpy as np
 import openpyxl
 import pandas as pd
 import pytest

@@ -5,6 +5,8 @@ correct, problemId, original, hint, timeTaken, BKT ``Ln``, actionId), the 10 SP 
 (``info.metadata['sp_columns']`` order; ``AveCorrect`` from the label files where known), isSTEM ``label``
 (-1 if unknown), ``school_id`` (-1 if unknown), ``mcas`` (NaN if missing or -999) and ``has_label``.
 
+Rows that cannot be used are skipped and listed with file and line in ``build_report.json`` (see release.py).
+
 Splits: ``kt_train``/``kt_test`` (seeded 80/20 by student over all students), ``labeled`` (the de-duplicated
 training-label students, in file order), ``submission`` (the validation/test label rows, in file order).
 """
@@ -18,7 +20,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from datasets.assistments2017 import schema
-from datasets.assistments2017.release import Release, load_release
+from datasets.assistments2017.release import Release, label_ave_correct, load_release, log_files
+from datasets.build_report import BuildReport
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -64,8 +67,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=features, supervised_keys=None, disable_shuffling=True,
             homepage="https://sites.google.com/view/assistmentsdatamining", metadata=tfds.core.MetadataDict())
 
+    def input_files(self, manual_dir: str) -> tuple[list[str], list[str]]:
+        """The log and label files (for the input fingerprint)."""
+        return [*log_files(manual_dir), os.path.join(manual_dir, schema.TRAINING_LABEL_FILE),
+                os.path.join(manual_dir, schema.VALIDATION_LABEL_FILE)], []
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
-        release = load_release(os.fspath(dl_manager.manual_dir))
+        report = BuildReport("assistments2017", "default")
+        try:
+            release = load_release(os.fspath(dl_manager.manual_dir), report)
+        except Exception as e:
+            report.write_failed(self, e)
+            raise
         sequences = _sequences(release)
         student_ids = np.array(sorted(sequences))
         train_ids, test_ids = kt_split(student_ids)
@@ -81,6 +94,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         })
         logging.info("assistments2017: %d students, %d actions, %d skills; cleaning %s", len(student_ids),
                      len(release.actions), len(release.skill_vocab), release.cleaning)
+        report.info.update(num_students=len(student_ids), num_examples=self.info.metadata["num_examples"])
+        report.write(os.fspath(self.data_dir))
         labels = _label_lookup(release)
         return {name: self._generate_examples(name, rows, sequences, labels) for name, rows in splits.items()}
 
@@ -122,12 +137,9 @@ def _sequences(release: Release) -> dict[int, dict[str, np.ndarray]]:
 def _label_lookup(release: Release) -> dict[str, Any]:
     training = release.training.set_index("ITEST_id")
     by_student = {int(k): v for k, v in training[["SchoolId", "MCAS"]].to_dict("index").items()}
-    ave_correct = {int(k): v for k, v in training["AveCorrect"].items()}
+    ave_correct = label_ave_correct(release.training, release.validation)
     validation = release.validation[["SchoolId", "MCAS"]].to_dict("records")
     for student, row in zip(release.validation["ITEST_id"], validation):
         by_student.setdefault(int(student), row)
-    for student, value in zip(release.validation["ITEST_id"], release.validation["AveCorrect"]):
-        if not np.isfinite(ave_correct.get(int(student), np.nan)):
-            ave_correct[int(student)] = value
     return {"by_student": by_student, "validation": validation, "ave_correct": ave_correct,
             "is_stem": {int(k): int(v) for k, v in training["isSTEM"].items()}}

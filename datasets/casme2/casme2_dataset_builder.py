@@ -6,7 +6,6 @@ Configs: ``5class`` (surprise, happiness, disgust, repression, others; fear and 
 """
 from __future__ import annotations
 
-import os
 
 from datasets.me_common import annotations as ann_lib
 from datasets.me_common import frames as frames_lib

@@ -106,6 +106,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             homepage="https://github.com/ckyeungac/deep-knowledge-tracing-plus",
             metadata=tfds.core.MetadataDict(), disable_shuffling=True)
 
+    def input_files(self, manual_dir: str) -> tuple[list[str], list[str]]:
+        """The train and test files this config reads (for the input fingerprint)."""
+        config = self.builder_config
+        return [find_split_file(manual_dir, config.subdir, config.pattern, split) for split in ("train", "test")], []
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         manual_dir = os.fspath(dl_manager.manual_dir)
         config = self.builder_config

@@ -7,17 +7,21 @@ Each student takes three lines::
     0,1,1,1,1,1,0,0,1,1,1,1,1,0,0        <- T correctness values in {0, 1}
 
 Trailing commas and surrounding whitespace are tolerated; blank lines at the end of the file are ignored.
-Every other problem raises ``datasets.registry.DatasetError`` naming the file and the 1-based line.
+Fields must be plain decimal integers (``12``; the integral ``12.0`` is tolerated; ``1_000``, ``1e3``, values
+beyond int64 are not) and the file must be UTF-8 (a BOM is fine). Every other problem raises
+``datasets.registry.DatasetError`` naming the file and the 1-based line (and the byte offset of bad UTF-8).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from datasets.registry import DatasetError
+from datasets.text_files import read_utf8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,26 +44,28 @@ def _fields(text: str) -> list[str]:
     return parts
 
 
+_PLAIN_INT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")  # "12" and the integral "12.0" some exports write
+_INT64_MAX = 2 ** 63 - 1
+
+
 def _parse_int(field: str, path: str, line_no: int, what: str) -> int:
-    try:
-        return int(field)
-    except ValueError:
-        pass
-    try:  # tolerate integral floats such as "12.0" (some exports write them)
-        value = float(field)
-    except ValueError:
-        value = float("nan")
-    if np.isfinite(value) and value == int(value):
-        return int(value)
-    raise DatasetError(f"{path}, line {line_no}: {what} field {field!r} is not an integer.")
+    """A plain decimal integer ("12", "-3", "12.0"); "1_000", "1e3", "0x10", "1.5" or non-ASCII digits are
+    errors, and so is a value outside int64."""
+    if not _PLAIN_INT.fullmatch(field):
+        raise DatasetError(f"{path}, line {line_no}: {what} field {field!r} is not an integer (only plain "
+                           f"decimal integers such as 12 are accepted).")
+    value = int(field.split(".")[0])
+    if abs(value) > _INT64_MAX:
+        raise DatasetError(f"{path}, line {line_no}: {what} field {field!r} is out of range (must fit in a "
+                           f"signed 64-bit integer).")
+    return value
 
 
 def read_three_line(path: str) -> list[Record]:
     """Parses a 3-line file into records (in file order). Raises DatasetError on malformed input."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: file not found.")
-    with open(path, "r", encoding="utf-8-sig") as f:
-        lines = f.read().splitlines()
+    lines = read_utf8(path).splitlines()
     while lines and not lines[-1].strip():  # blank lines at the end of the file are fine
         lines.pop()
     if len(lines) % 3:

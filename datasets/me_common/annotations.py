@@ -1,13 +1,14 @@
 """Annotation parsing for the four micro-expression releases, following the real files and their quirks
 (see datasets/<name>/README.md). Each parser returns ``ClipAnnotation`` rows; every quirk is fixed
-deterministically, flagged on the row and counted in the ``BuildReport``.
+deterministically, flagged on the row and counted in the ``BuildReport``; a row that cannot be made valid is
+skipped and listed (file, row) in the report instead.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -95,13 +96,16 @@ def normalise_label(value: Any) -> str:
     return cell_text(value).lower()
 
 
-def repair_frames(ann: ClipAnnotation, report: BuildReport) -> ClipAnnotation:
-    """Deterministic fixes shared by all datasets (flags + report counts):
+def repair_frames(ann: ClipAnnotation, report: BuildReport) -> ClipAnnotation | None:
+    """Deterministic fixes shared by all datasets (flags + report counts), or None for a row that cannot be
+    made valid (skipped and listed in the report):
 
     - onset 0 -> 1 (``onset_zero``);
     - offset 0 / missing -> resolved from the frames on disk later (``offset_zero``);
-    - onset after offset (a typo, e.g. CAS(ME)^3 spNO.216 d) -> onset = apex - (offset - apex)
-      (``onset_after_offset``);
+    - onset after offset (a typo, e.g. CAS(ME)^3 spNO.216 d) with a usable apex (onset > apex, apex < offset,
+      apex - (offset - apex) >= 1) -> onset = apex - (offset - apex) (``onset_after_offset``); otherwise there
+      is no clip to recover (a one-frame or made-up clip would be garbage with a label): the row is skipped
+      (``skips/onset_after_offset``);
     - apex missing (``apex_missing``) or outside [onset, offset] (``apex_out_of_range``) -> midpoint;
     - apex == onset is kept and flagged (``apex_eq_onset``).
     """
@@ -118,8 +122,12 @@ def repair_frames(ann: ClipAnnotation, report: BuildReport) -> ClipAnnotation:
     else:
         offset_fixed = offset
     if offset_fixed is not None and onset > offset_fixed:
+        new_onset = apex - (offset_fixed - apex)
+        if not (onset > apex and apex < offset_fixed and new_onset >= 1):
+            report.skip("onset_after_offset", onset=onset, apex=apex, offset=offset,
+                        reason="onset > offset, and mirroring the offset about the apex gives no clip", **where)
+            return None
         ann.flags.append("onset_after_offset")
-        new_onset = max(1, apex - (offset_fixed - apex)) if onset > apex >= 1 and apex <= offset_fixed else 1
         report.fix("onset_after_offset", onset=onset, fixed_onset=new_onset, **where)
         onset = new_onset
     ann.clip_onset, ann.clip_offset = onset, offset_fixed
@@ -184,7 +192,8 @@ def parse_casme2(path: str, report: BuildReport) -> list[ClipAnnotation]:
         ann = ClipAnnotation(key=key, subject=subject, clip=clip, onset=cells[0], apex=cells[1], offset=cells[2],
                              emotion=normalise_label(row["Estimated Emotion"]), aus=cell_text(row["Action Units"]),
                              source=name, row=excel_row)
-        out.append(repair_frames(ann, report))
+        if repair_frames(ann, report) is not None:
+            out.append(ann)
     return out
 
 
@@ -226,7 +235,8 @@ def parse_samm(path: str, report: BuildReport) -> list[ClipAnnotation]:
         ann = ClipAnnotation(key=clip, subject=subject, clip=clip, onset=cells[0], apex=cells[1], offset=cells[2],
                              emotion=normalise_label(row["Estimated Emotion"]), aus=cell_text(row["Action Units"]),
                              source=name, row=excel_row)
-        out.append(repair_frames(ann, report))
+        if repair_frames(ann, report) is not None:
+            out.append(ann)
     return out
 
 
@@ -311,7 +321,8 @@ def parse_casme_sq(path: str, report: BuildReport) -> list[ClipAnnotation]:
                              aus=cell_text(cells[5]), source=name, row=excel_row,
                              extra={"subject_index": idx, "folder_number": folders[idx], "self_report": self_report,
                                     "video_code": video_codes.get(re.sub(r"_\d+$", "", clip).lower())})
-        out.append(repair_frames(ann, report))
+        if repair_frames(ann, report) is not None:
+            out.append(ann)
     return out
 
 
@@ -346,6 +357,7 @@ def parse_casme3(path: str, report: BuildReport) -> list[ClipAnnotation]:
             report.fix("label_case", file=name, row=excel_row, value=label_cell)
         ann = ClipAnnotation(key=key, subject=subject, clip=clip, onset=cells[0], apex=cells[1], offset=cells[2],
                              emotion=label_cell.lower(), aus=cell_text(row["AU"]), source=name, row=excel_row)
-        out.append(repair_frames(ann, report))
+        if repair_frames(ann, report) is not None:
+            out.append(ann)
     return out
 

@@ -145,11 +145,30 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                                f"see datasets/{self.name}/README.md")
         return path
 
+    def input_files(self, manual_dir: str) -> tuple[list[str], list[str]]:
+        """The annotation file (hashed) and the frame-folder roots (size + mtime of their images) this builder
+        reads, for the input fingerprint."""
+        variants = self.frame_variants(manual_dir)
+        if self._frames_variant != "auto":
+            variants = [v for v in variants if v.cropped == (self._frames_variant == "cropped")]
+        return [self.annotation_file(manual_dir)], [v.root for v in variants]
+
     def _generate_examples(self, manual_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The examples; the build report is written at the end, and also when the build fails (then next to
+        the version folder, see datasets/build_report.py)."""
+        report = BuildReport(self.name, self.builder_config.name)
+        try:
+            yield from self._examples(manual_dir, report)
+        except Exception as e:
+            report.write_failed(self, e)
+            raise
+        report.info["status"] = "ok"
+        report.write(os.fspath(self.data_dir))
+
+    def _examples(self, manual_dir: str, report: BuildReport) -> Iterator[tuple[str, dict[str, Any]]]:
         from tqdm.auto import tqdm
 
         config = self.builder_config
-        report = BuildReport(self.name, config.name)
         path = self.annotation_file(manual_dir)
         rows = self.parse(path, report)
         variants = self.frame_variants(manual_dir)
@@ -165,6 +184,7 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         crop = self._cropper(report)
         per_class: dict[str, int] = {}
         per_subject: dict[str, int] = {}
+        in_protocol = 0
         for ann in tqdm(rows, total=len(rows), desc=f"{self.name}/{config.name}", mininterval=1.0):
             if ann.emotion not in self.KNOWN_LABELS:
                 report.skip("unknown_label", file=ann.source, row=ann.row, clip=ann.key, label=ann.emotion)
@@ -173,6 +193,7 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             if label is None:
                 report.note("excluded_by_protocol", label=ann.emotion)
                 continue
+            in_protocol += 1
             found = [(v, d) for v in variants if (d := v.resolve(ann))]
             if not found:
                 report.skip("folder_missing", file=ann.source, row=ann.row, clip=ann.key,
@@ -189,7 +210,24 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             yield ann.key, example
         report.info.update(examples=sum(per_class.values()), per_class=per_class,
                            per_subject=dict(sorted(per_subject.items())))
-        report.write(os.fspath(self.data_dir))
+        if not per_class:
+            raise DatasetError(self._no_examples_message(path, rows, in_protocol, variants, report))
+
+    def _no_examples_message(self, path: str, rows: Sequence[ann_lib.ClipAnnotation], in_protocol: int,
+                             variants: Sequence[FrameVariant], report: BuildReport) -> str:
+        skips = dict(report.counts["skips"])
+        head = (f"{path}: no annotation row gave an example for {self.name}/{self.builder_config.name} "
+                f"({len(rows)} usable rows, {in_protocol} in the classes {list(self.builder_config.protocol.classes)}"
+                f"; skipped: {skips or 'none'}).")
+        missing = report.events.get("skips/folder_missing")
+        if missing:
+            first = missing[0]
+            return (f"{head} Expected a frame folder for each row under {', '.join(v.root for v in variants)}; "
+                    f"the first one not found is {first['file']} row {first['row']} ({first['clip']}). "
+                    f"See datasets/{self.name}/README.md for the folder layout.")
+        if in_protocol == 0:
+            return f"{head} Expected rows labelled with one of {sorted(self.builder_config.protocol.mapping)}."
+        return f"{head} Expected rows whose frames can be read; see the skipped rows in build_report.json."
 
     # ---------------------------------------------------------------- per clip
     def _cropper(self, report: BuildReport) -> Callable:
@@ -244,6 +282,10 @@ class MEBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         if not numbers:
             report.skip("no_frames_in_range", folder=clip_dir, onset=ann.clip_onset, offset=end,
                         on_disk=f"{min(fmap)}..{last}", **where)
+            raise _SkipClip
+        if len(numbers) < 2:  # 8 copies of one frame: no motion, and the DI target would be stretched noise
+            report.skip("single_frame_clip", folder=clip_dir, onset=ann.clip_onset, offset=end,
+                        frame=numbers[0], **where)
             raise _SkipClip
         if len(numbers) != end - ann.clip_onset + 1:
             ann.flags.append("frames_missing")

@@ -155,7 +155,8 @@ def generate(out_dir: str, *, num_students: int = 4000, num_train: int = 2000, n
     }
     np.savez_compressed(
         os.path.join(out_dir, GROUND_TRUTH_FILE), p_true=p_true, p_bayes=p_bayes, correct=correct,
-        skills=skill_ids.astype(np.int32), alpha=alpha, beta=beta, concepts=concepts, gains=gains, num_train=np.int64(num_train),
+        skills=skill_ids.astype(np.int32), alpha=alpha, beta=beta, concepts=concepts, gains=gains,
+        num_train=np.int64(num_train),
         guess=np.float64(guess), gain_range=np.array([gain_low, gain_high]))
     with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)

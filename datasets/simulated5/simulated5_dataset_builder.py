@@ -41,11 +41,36 @@ def _load_ground_truth(manual_dir: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: ground-truth file not found; run datasets.simulated5.generate (for files "
                            f"without ground truth use kt_csv/simulated5).")
-    with open(path, "rb") as f, np.load(f) as npz:
-        missing = [k for k in _REQUIRED_ARRAYS if k not in npz.files]
-        if missing:
-            raise DatasetError(f"{path}: missing arrays {missing}.")
-        return {k: npz[k] for k in npz.files}
+    try:
+        with open(path, "rb") as f, np.load(f) as npz:
+            missing = [k for k in _REQUIRED_ARRAYS if k not in npz.files]
+            if missing:
+                raise DatasetError(f"{path}: missing arrays {missing}.")
+            truth = {k: npz[k] for k in npz.files}
+    except DatasetError:
+        raise
+    except Exception as e:  # not a zip / truncated / pickled objects
+        raise DatasetError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); regenerate it with "
+                           f"datasets.simulated5.generate.") from None
+    _check_shapes(path, truth)
+    return truth
+
+
+def _check_shapes(path: str, truth: dict[str, np.ndarray]) -> None:
+    correct = truth["correct"]
+    if correct.ndim != 2:
+        raise DatasetError(f"{path}: array 'correct' has shape {correct.shape}, expected (students, steps).")
+    for key in ("p_true", "p_bayes"):
+        if truth[key].shape != correct.shape:
+            raise DatasetError(f"{path}: array {key!r} has shape {truth[key].shape}, expected {correct.shape} "
+                               f"(the shape of 'correct').")
+    if truth["skills"].shape != correct.shape[1:]:
+        raise DatasetError(f"{path}: array 'skills' has shape {truth['skills'].shape}, expected "
+                           f"({correct.shape[1]},).")
+    num_train = truth["num_train"]
+    if num_train.shape != () or not 0 < int(num_train) < correct.shape[0]:
+        raise DatasetError(f"{path}: array 'num_train' is {num_train.tolist()}, expected one integer between 1 and "
+                           f"{correct.shape[0] - 1} (the students are {correct.shape[0]}).")
 
 
 def _check_matches(path: str, records: Sequence[Record], rows: np.ndarray, truth: dict[str, np.ndarray]) -> None:
@@ -72,6 +97,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=sequence_features({"p_true": prob, "p_bayes": prob}), supervised_keys=None,
             homepage="https://stanford.edu/~cpiech/bio/papers/deepKnowledgeTracing.pdf",
             metadata=tfds.core.MetadataDict(), disable_shuffling=True)
+
+    def input_files(self, manual_dir: str) -> tuple[list[str], list[str]]:
+        """The two CSVs and the ground truth (for the input fingerprint)."""
+        return [_one_file(manual_dir, "train"), _one_file(manual_dir, "test"),
+                os.path.join(manual_dir, GROUND_TRUTH_FILE)], []
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         manual_dir = os.fspath(dl_manager.manual_dir)
