@@ -524,3 +524,105 @@ def test_unwritable_data_dir_is_a_clear_error(releases, tmp_path, monkeypatch):
     monkeypatch.setattr(registry.tempfile, "mkdtemp", denied)
     with pytest.raises(DatasetError, match=r"permission denied on '.*\.build\.x' \(Permission denied\)"):
         registry.build(KT, manual, data_dir)
+
+
+# ------------------------------------------------------------------- launchers (python -m launch.<main>)
+@dataclasses.dataclass(frozen=True)
+class LauncherCase:
+    """``python -m launch.<module> <args> --workdir=W`` must exit non-zero with one ``error:`` line that
+    contains every needle, and no traceback."""
+    name: str
+    module: str
+    args: tuple[str, ...]
+    needles: tuple[str, ...]
+    exit_code: int | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DKT_TINY = "--config=launch/configs/dkt_tiny.py"
+STEM_TINY = "--config=launch/configs/stem_tiny.py"
+LAUNCHER_CASES = [
+    LauncherCase("dkt-unknown-field", "launch.dkt", (DKT_TINY, "--config.foo=1"), ("unknown config field 'foo'",), 2),
+    LauncherCase("dkt-typo-close-names", "launch.dkt", (DKT_TINY, "--config.model.hiden_size=3"),
+                 ("'model.hiden_size'", "close names: model.hidden_size"), 2),
+    LauncherCase("dkt-missing-config-file", "launch.dkt", ("--config=launch/configs/no_such.py",),
+                 ("launch/configs/no_such.py", "No such file"), 2),
+    LauncherCase("dkt-unparsable-value", "launch.dkt", (DKT_TINY, "--config.learning_rate=abc"),
+                 ("--config.learning_rate=abc",), 2),
+    LauncherCase("dkt-nan-learning-rate", "launch.dkt", (DKT_TINY, "--config.learning_rate=nan"),
+                 ("config.learning_rate must be > 0", "nan"), 1),
+    LauncherCase("dkt-negative-learning-rate", "launch.dkt", (DKT_TINY, "--config.learning_rate=-0.1"),
+                 ("config.learning_rate must be > 0",), 1),
+    LauncherCase("dkt-dropout-1.5", "launch.dkt", (DKT_TINY, "--config.model.dropout_rate=1.5"),
+                 ("config.model.dropout_rate must be in [0, 1)",), 1),
+    LauncherCase("dkt-hidden-size-0", "launch.dkt", (DKT_TINY, "--config.model.hidden_size=0"),
+                 ("config.model.hidden_size must be a positive int",), 1),
+    LauncherCase("dkt-negative-lambda", "launch.dkt", (DKT_TINY, "--config.loss.lambda_w2=-1"),
+                 ("config.loss.lambda_w2 must be >= 0",), 1),
+    LauncherCase("dkt-unknown-dataset", "launch.dkt", (DKT_TINY, "--config.dataset=nope"),
+                 ("Unknown dataset 'nope'",), 1),
+    LauncherCase("stem-one-outer-fold", "launch.stem", (STEM_TINY, "--config.sklearn.outer_folds=1"),
+                 ("config.sklearn.outer_folds must be an int >= 2",), 1),
+    LauncherCase("stem-nan-kt-learning-rate", "launch.stem", (STEM_TINY, "--config.dkt.learning_rate=nan"),
+                 ("config.learning_rate must be > 0", "in config.dkt"), 1),
+]
+
+
+def _launch(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _assert_launcher_error(proc: subprocess.CompletedProcess, module: str, needles, exit_code=None) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr[-3000:]
+    if exit_code is not None:
+        assert proc.returncode == exit_code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and errors[0].split(": error: ")[0] in (module, module.split(".")[-1] + ".py"), \
+        proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", LAUNCHER_CASES, ids=str)
+def test_launcher_bad_input(case: LauncherCase, tmp_path):
+    proc = _launch(case.module, *case.args, f"--workdir={tmp_path / 'wd'}")
+    _assert_launcher_error(proc, case.module, case.needles, case.exit_code)
+    assert not (tmp_path / "wd" / "tfds").exists()  # config errors come before any data work
+
+
+def test_launcher_busy_and_unwritable_workdir(tmp_path):
+    from launch.runtime import workdir as workdir_lib
+
+    busy = tmp_path / "busy"
+    workdir_lib.Workdir(str(busy)).make()  # this process holds the lock now
+    proc = _launch("launch.dkt", DKT_TINY, f"--workdir={busy}")
+    _assert_launcher_error(proc, "launch.dkt", (str(busy), "in use by another run", f"pid {os.getpid()}"), 1)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = _launch("launch.dkt", DKT_TINY, f"--workdir={blocker / 'wd'}")
+    _assert_launcher_error(proc, "launch.dkt", ("cannot write the workdir", str(blocker / "wd")), 1)
+
+
+def test_dkt_divergence_and_resume_with_another_model_shape(tmp_path):
+    wd = str(tmp_path / "wd")
+    good = _launch("launch.dkt", DKT_TINY, "--config.num_epochs=1", f"--workdir={wd}")
+    assert good.returncode == 0, good.stderr[-3000:]
+    before = json.load(open(os.path.join(wd, "results.json")))
+    # Another hidden size on the same workdir: a clear error; the finished run's outputs are kept.
+    proc = _launch("launch.dkt", DKT_TINY, "--config.num_epochs=2", "--config.model.hidden_size=8", f"--workdir={wd}")
+    _assert_launcher_error(proc, "launch.dkt", ("model of another shape", "new --workdir"), 1)
+    # An exploding learning rate: stops at the first bad epoch, names the step and the terms, no new results.
+    proc = _launch("launch.dkt", DKT_TINY, "--config.num_epochs=2", "--config.learning_rate=1e30", f"--workdir={wd}")
+    line = _assert_launcher_error(proc, "launch.dkt", ("training diverged at step", "above max_loss", "bce_next="), 1)
+    assert "no results were written" in line
+    assert not os.path.exists(os.path.join(wd, "results.json"))  # the earlier run's moved to previous/
+    kept = glob.glob(os.path.join(wd, "previous", "*", "results.json"))
+    assert [json.load(open(p)) for p in kept] == [before]
+    steps = [d for d in os.listdir(os.path.join(wd, "checkpoints")) if d.isdigit()]
+    assert len(steps) == 1  # only the good run's checkpoint: the diverged epoch was not saved

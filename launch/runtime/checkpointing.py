@@ -38,6 +38,17 @@ def abstract_like(tree: Any, sharding: jax.sharding.Sharding | None) -> Any:
     return jax.tree.map(to_sds, tree)
 
 
+def _shapes_by_path(tree: Any) -> dict[str, tuple]:
+    """'a/b/0' -> shape of every array leaf (dict keys, attributes and indices alike)."""
+    def name(entry: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+    return {"/".join(name(e) for e in path): tuple(getattr(leaf, "shape", ()) or ())
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if leaf is not None}
+
+
 class Checkpointer:
     """Thin wrapper around ``ocp.CheckpointManager`` with the project's item layout."""
 
@@ -91,18 +102,31 @@ class Checkpointer:
             import grain
 
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
-        try:
-            restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
-        except ValueError as e:  # another model's shapes or parameter tree
-            if "shape" not in str(e) and "Structure mismatch" not in str(e):
-                raise
-            from launch.runtime.workdir import WorkdirError
-            raise WorkdirError(
-                f"the checkpoint step {step} in {self.directory} belongs to a model of another shape than this "
-                f"config's ({str(e).splitlines()[0][:200]}). Resume with the config that wrote it, or start "
-                "over with a new --workdir (or delete that checkpoints folder).") from None
+        self._check_shapes(step, abstract_state)
+        restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
         return Restored(step=int(step), state=restored["state"], meta=dict(restored["meta"] or {}),
                         data_iter=restored.get("data_iter") if data_iter is not None else None)
+
+    def _check_shapes(self, step: int, abstract_state: Any) -> None:
+        """Raises ``WorkdirError`` when checkpoint ``step`` holds another parameter tree or other shapes
+        (checked on the stored metadata, before any array is read)."""
+        from launch.runtime.workdir import WorkdirError
+
+        try:
+            stored = self.manager.item_metadata(int(step))["state"]
+        except Exception:  # noqa: BLE001 - no readable metadata: let the restore itself report
+            return
+        stored = getattr(stored, "tree", stored)
+        flat_stored, flat_wanted = _shapes_by_path(stored), _shapes_by_path(abstract_state)
+        diff = sorted(k for k in set(flat_stored) | set(flat_wanted) if flat_stored.get(k) != flat_wanted.get(k))
+        if diff:
+            k = diff[0]
+            self.close()
+            raise WorkdirError(
+                f"the checkpoint step {step} in {self.directory} belongs to a model of another shape than this "
+                f"config's ({len(diff)} arrays differ, e.g. {k}: stored {flat_stored.get(k)}, this config "
+                f"{flat_wanted.get(k)}). Resume with the config that wrote it, or start over with a new "
+                "--workdir (or delete that checkpoints folder).")
 
     def restore_latest(self, abstract_state: Any, *, mesh: jax.sharding.Mesh | None = None,
                        data_iter: Any | None = None) -> Restored | None:

@@ -114,8 +114,11 @@ def write_config(workdir: Workdir, config: Any, filename: str = "config.json") -
         with open(path, encoding="utf-8") as f:
             old = json.load(f).get("config")
         if old != data:
-            keep = workdir.path("previous", time.strftime("%Y%m%d-%H%M%S"))
-            os.makedirs(keep, exist_ok=True)
+            stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+            while os.path.exists(workdir.path("previous", f"{stamp}-{n}")):
+                n += 1
+            keep = workdir.path("previous", f"{stamp}-{n}")
+            os.makedirs(keep)
             for name in RUN_OUTPUTS:
                 if os.path.exists(workdir.path(name)):
                     shutil.move(workdir.path(name), os.path.join(keep, name))
