@@ -29,6 +29,9 @@ def main(argv):
     set_default_verbosity()
     results = exit_on_user_error("launch.stem", train_stem.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     print(f"done in {results['timings']['total_s']:.0f} s; acceptance: {results['acceptance']}")
+    for key, test in results["comparison"].items():
+        print(f"{key}: delta AUC {test['delta_auc']:+.4f}, 95% CI [{test['ci95'][0]:+.4f}, {test['ci95'][1]:+.4f}], "
+              f"p {test['p']:.3g}{' (oracle)' if test.get('oracle') else ''}")
     print(f"report: {_WORKDIR.value}/report.md")
 
 

@@ -31,6 +31,12 @@ def test_export_equals_knowledge_states(model_and_sequences):
         states = np.asarray(states[0])                                   # (T, M), one full-length pass
         np.testing.assert_allclose(got.final_states[i], states[-1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got.trajectories[i], states.mean(-1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.mean_states[i], states.mean(0), rtol=1e-5, atol=1e-6)
+        # last_practice: skill k's output right after the last practice of k, else the final state.
+        expected = states[-1].copy()
+        for t, k in enumerate(s):
+            expected[k] = states[t, k]
+        np.testing.assert_allclose(got.last_practice_states[i], expected, rtol=1e-5, atol=1e-6)
     assert list(got.student_ids) == list(ids)
     frame = got.frame()
     assert list(frame.columns[:3]) == ["student_id", "kt_0", "kt_1"] and len(frame) == len(seqs)
@@ -43,6 +49,10 @@ def test_export_roundtrip_and_errors(model_and_sequences, tmp_path):
     paths = export.write_export(str(tmp_path), "dkt", got)
     back = export.read_export(paths["npz"])
     np.testing.assert_array_equal(back.final_states, got.final_states)
+    np.testing.assert_array_equal(back.states("last_practice"), got.states("last_practice"))
+    np.testing.assert_array_equal(back.frame("mean").to_numpy()[:, 1:], got.mean_states)
+    with pytest.raises(ValueError, match="one of"):
+        got.states("median")
     assert [len(t) for t in back.trajectories] == [len(s) for s, _ in seqs[:4]]
     assert back.skill_vocab == vocab
     with pytest.raises(ValueError, match="no actions"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -52,7 +53,34 @@ def test_tiny_run_writes_everything(tiny_run):
     nlg = results["analyses"]["nlg"]["dkt_plus"]
     assert nlg["stem_n"] + nlg["non_stem_n"] == results["num_labelled"]
     assert results["analyses"]["ground_truth"]["labels_match"]
-    assert "## isSTEM classification" in open(os.path.join(workdir, "report.md"), encoding="utf-8").read()
+    report = open(os.path.join(workdir, "report.md"), encoding="utf-8").read()
+    assert "## isSTEM classification" in report and "## The comparison" in report and "(oracle)" in report
+    assert os.path.getsize(os.path.join(workdir, "classify", "paired_differences.png")) > 1000
+    # 2 x 3 repeated outer folds: every cell has 6 splits; oracle and BKT rows are there.
+    assert results["outer_repeats"] == 2 and results["outer_folds"] == 3
+    selected = pd.read_csv(os.path.join(workdir, "classify", "selected_by_inner_cv.csv"))
+    assert (selected["num_splits"] == 6).all()
+    assert {"BKT&SP", "oracle:SP+true_mastery", "oracle:SP+true_latents"} <= set(selected["feature_set"])
+
+
+def test_same_config_and_seed_give_the_same_tables(tiny_run, tmp_path):
+    """A second run of the tiny config (same data and trained KT models, fresh sklearn stage, no cache) gives
+    the same per-model table, the same per-feature-set selection and the same paired comparison."""
+    workdir, _ = tiny_run
+    for sub in ("raw", "ground_truth", "tfds", "kt"):
+        shutil.copytree(os.path.join(workdir, sub), tmp_path / sub)
+    proc = subprocess.run([sys.executable, "-m", "launch.stem", "--config=launch/configs/stem_tiny.py",
+                           f"--workdir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in ("results.csv", "selected_by_inner_cv.csv"):
+        first = pd.read_csv(os.path.join(workdir, "classify", name))
+        pd.testing.assert_frame_equal(first, pd.read_csv(tmp_path / "classify" / name))
+    comparisons = [json.load(open(os.path.join(d, "results.json"), encoding="utf-8"))["comparison"]
+                   for d in (workdir, str(tmp_path))]
+    assert comparisons[0] == comparisons[1]
+    key = "DKT+&SP \u2212 SP"
+    assert {"delta_auc", "ci95", "p"} <= set(comparisons[0][key]) and len(comparisons[0][key]["ci95"]) == 2
+    assert {"DKT&SP \u2212 SP", "oracle:SP+true_mastery \u2212 SP"} <= set(comparisons[0])
 
 
 def test_trained_models_are_reused(tiny_run):

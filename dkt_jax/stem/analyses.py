@@ -142,7 +142,7 @@ def correlation_summary(r: np.ndarray, top: Sequence[int] | None = None) -> dict
             "share_positive": float((sel > 0).mean()), "n": int(len(sel))}
 
 
-def _ground_truth(ground_truth_dir: str | None, student_ids: np.ndarray, skill_vocab: Sequence[str]) -> dict | None:
+def load_ground_truth(ground_truth_dir: str | None, student_ids: np.ndarray, skill_vocab: Sequence[str]) -> dict | None:
     """Planted truth of the synthetic generator for these students (None when not available)."""
     import json
     import os
@@ -172,12 +172,27 @@ def _ground_truth(ground_truth_dir: str | None, student_ids: np.ndarray, skill_v
     return out
 
 
+def tracking_correlation(estimate: np.ndarray, truth: np.ndarray, columns: Sequence[int] | None = None) -> float:
+    """How well an (N, M) estimated final state tracks the (N, M) true final mastery: the Pearson r across
+    students per skill, averaged over skills (``columns``, default all; constant columns skipped)."""
+    cols = range(truth.shape[1]) if columns is None else columns
+    rs = []
+    for j in cols:
+        a, b = np.asarray(estimate[:, j], np.float64), np.asarray(truth[:, j], np.float64)
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() > 2 and a[ok].std() > 1e-9 and b[ok].std() > 1e-9:
+            rs.append(float(np.corrcoef(a[ok], b[ok])[0, 1]))
+    return float(np.mean(rs)) if rs else float("nan")
+
+
 def run_analyses(student_ids: np.ndarray, labels: np.ndarray, skills: Sequence[np.ndarray],
                  ln: Sequence[np.ndarray], exports: dict, skill_vocab: Sequence[str], out_dir: str, *,
-                 window: int = 10, ground_truth_dir: str | None = None) -> dict:
+                 window: int = 10, ground_truth_dir: str | None = None,
+                 extra_states: dict[str, np.ndarray] | None = None) -> dict:
     """NLG (per KT model) and per-skill correlations for the labelled students; PNGs + a numbers dict.
 
     exports: 'dkt' / 'dkt_plus' -> export.Export aligned with ``student_ids``.
+    extra_states: more final-state estimators for the correlation rows only (e.g. the fitted BKT), (N, M).
     """
     import os
 
@@ -189,8 +204,9 @@ def run_analyses(student_ids: np.ndarray, labels: np.ndarray, skills: Sequence[n
         plot_nlg(nlg, labels, os.path.join(out_dir, f"nlg_{name}.png"), title=f"{name} normalized learning gain")
         results["final_mastery"][name] = group_comparison(ex.final_states.mean(1), labels)
     rows = {"BKT (last Ln)": bkt_final_mastery(skills, ln, len(skill_vocab))}
+    rows.update(extra_states or {})
     rows.update({{"dkt": "DKT", "dkt_plus": "DKT+"}.get(k, k): ex.final_states for k, ex in exports.items()})
-    truth = _ground_truth(ground_truth_dir, np.asarray(student_ids), skill_vocab)
+    truth = load_ground_truth(ground_truth_dir, np.asarray(student_ids), skill_vocab)
     if truth is not None and "final_mastery" in truth:
         rows["true mastery (generator)"] = truth["final_mastery"]
     corr = {name: pearson_per_column(x, labels) for name, x in rows.items()}
@@ -204,6 +220,10 @@ def run_analyses(student_ids: np.ndarray, labels: np.ndarray, skills: Sequence[n
             ok = np.isfinite(r) & np.isfinite(corr["true mastery (generator)"])
             entry["pearson_with_true_profile"] = (float(np.corrcoef(r[ok], corr["true mastery (generator)"][ok])[0, 1])
                                                   if ok.sum() > 2 else float("nan"))
+            entry["tracks_true_mastery"] = tracking_correlation(rows[name], truth["final_mastery"])
+            if stem_skills is not None:
+                entry["tracks_true_mastery_stem_skills"] = tracking_correlation(rows[name], truth["final_mastery"],
+                                                                                stem_skills)
         results["correlation"][name] = entry
     np.savez_compressed(os.path.join(out_dir, "skill_correlations.npz"), names=np.array(list(corr)),
                         r=np.stack(list(corr.values())), skill_vocab=np.asarray(skill_vocab))

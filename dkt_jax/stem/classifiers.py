@@ -69,11 +69,11 @@ def param_grid(name: str, preset: str) -> dict[str, list[Any]]:
                 "priors": [None, [0.75, 0.25]]},
     }
     fast = {
-        "lr": paper["lr"],
+        "lr": {"C": [1e-2, 1e-1, 1.0], "l1_ratio": [1.0, 0.0]},
         "svm": {"C": [1e-1, 1.0, 10.0], "class_weight": ["balanced", None]},
         "gbdt": {"n_estimators": [50, 120], "max_depth": [2, 3], "min_samples_leaf": [5]},
         "mlp": {"hidden_layer_sizes": [(16,), (64,), (64, 16)], "alpha": [1e-2, 1.0]},
-        "lda": paper["lda"],
+        "lda": {"n_components": [None]},   # binary labels: n_components None and 1 are the same model
         "qda": {"shrinkage": [0.3, 0.6, 0.9, "auto"], "priors": [None, [0.75, 0.25]]},
     }
     tiny = {

@@ -1,8 +1,10 @@
 """The competition scorer and nested cross-validation for the STEM classifiers.
 
 Score = AUC + (1 - RMSE) of ``predict_proba[:, 1]`` against isSTEM (dkt_spec.md §5.5). Model selection
-(RFECV + GridSearchCV, inner ``StratifiedKFold``) runs on the outer training fold only; the outer
-``StratifiedKFold(5)`` test fold is touched once, by the refitted best pipeline's ``predict_proba``.
+(RFECV + GridSearchCV, inner ``StratifiedKFold``) runs on the outer training fold only; the outer test fold
+is touched once, by the refitted best pipeline's ``predict_proba``. The outer splits are
+``RepeatedStratifiedKFold(outer_folds, outer_repeats, seed)``: split ``k`` is fold ``k % outer_folds`` of
+repeat ``k // outer_folds``, and every cell (feature set, model) is evaluated on the same list of splits.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import average_precision_score, make_scorer, mean_squared_error, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 
 
 def rmse(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -41,9 +43,17 @@ def proba_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
             "ap": float(average_precision_score(y_true, proba))}
 
 
-def outer_splits(y: np.ndarray, num_folds: int, seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The outer evaluation folds: ``StratifiedKFold(num_folds)`` (shuffled when ``seed`` is not None)."""
-    cv = StratifiedKFold(num_folds, shuffle=seed is not None, random_state=seed)
+def outer_splits(y: np.ndarray, num_folds: int, seed: int | None, repeats: int = 1
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer evaluation splits, a function of (labels, folds, repeats, seed) only, so every feature set
+    and model gets the same list: ``RepeatedStratifiedKFold(num_folds, repeats, seed)`` (R*K splits;
+    ``seed=None``: one unshuffled ``StratifiedKFold``)."""
+    if seed is None:
+        if repeats != 1:
+            raise ValueError("repeated outer CV needs a seed")
+        cv = StratifiedKFold(num_folds)
+    else:
+        cv = RepeatedStratifiedKFold(n_splits=num_folds, n_repeats=repeats, random_state=seed)
     return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y)]
 
 
@@ -95,15 +105,17 @@ def inner_cv(num_folds: int, seed: int) -> StratifiedKFold:
 
 
 def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np.ndarray, *, outer_folds: int,
-                    inner_folds: int, seed: int, n_jobs: int = 1,
+                    inner_folds: int, seed: int, n_jobs: int = 1, outer_repeats: int = 1,
                     desc: str = "nested CV") -> Iterator[tuple[str, FoldResult]]:
-    """Runs every (cell, outer fold) task in parallel and yields ``(cell_name, FoldResult)`` as they finish.
+    """Runs every (cell, outer split) task in parallel and yields ``(cell_name, FoldResult)`` as they finish.
 
-    cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer folds.
+    cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer splits
+    (``outer_splits(y, outer_folds, seed, outer_repeats)``); ``FoldResult.fold`` is the split index.
+    The inner folds of split k are seeded with ``seed + 1 + k`` (the same for every cell).
     """
     from tqdm.auto import tqdm
 
-    splits = outer_splits(y, outer_folds, seed)
+    splits = outer_splits(y, outer_folds, seed, outer_repeats)
     scorer = make_stem_scorer()
     tasks = [(name, k, pipe, grid, X, tr, te) for name, (pipe, grid, X) in cells.items()
              for k, (tr, te) in enumerate(splits)]
@@ -149,9 +161,11 @@ def summarize(folds: list[FoldResult]) -> dict[str, float]:
     return out
 
 
-def out_of_fold_proba(folds: list[FoldResult], num_samples: int) -> np.ndarray:
-    """Pools the outer test-fold probabilities into one (N,) vector."""
+def out_of_fold_proba(folds: list[FoldResult], num_samples: int, outer_folds: int | None = None) -> np.ndarray:
+    """Pools the outer test-fold probabilities of the first repeat (splits ``0..outer_folds-1``; all splits
+    when ``outer_folds`` is None) into one (N,) vector."""
     proba = np.full(num_samples, np.nan)
     for f in folds:
-        proba[f.test_index] = f.proba
+        if outer_folds is None or f.fold < outer_folds:
+            proba[f.test_index] = f.proba
     return proba

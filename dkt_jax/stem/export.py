@@ -6,7 +6,11 @@ with similar lengths; each batch goes through :func:`dkt_jax.knowledge_states_ch
 
 Per student the export keeps
 * the final knowledge state: the model output after the last interaction, (M,) (dkt_spec.md §6.2);
-* the mean-mastery trajectory: the mean over skills of the output after every interaction, (T_i,).
+* the mean-mastery trajectory: the mean over skills of the output after every interaction, (T_i,);
+* two alternative per-skill summaries (NOT the paper's feature; ``config.export.state_feature`` selects
+  them for the classifiers, default 'final'): ``last_practice`` = for each skill the output for that skill
+  right after the student's last practice of it (the final state for never-practised skills), and ``mean``
+  = the output averaged over the student's whole sequence.
 
 Files (``write_export``): ``knowledge_states_<name>.csv`` (student_id, kt_0..kt_{M-1}) and
 ``knowledge_states_<name>.npz`` (student_ids, final_states, trajectory values + offsets, skill_vocab),
@@ -33,11 +37,23 @@ class Export:
     final_states: np.ndarray             # (N, M) float32
     trajectories: list[np.ndarray]       # N arrays (T_i,) of mean mastery after each interaction
     skill_vocab: list[str]               # (M,)
+    last_practice_states: np.ndarray | None = None   # (N, M) output for skill k after the last practice of k
+    mean_states: np.ndarray | None = None            # (N, M) output averaged over the sequence
 
-    def frame(self) -> pd.DataFrame:
-        """student_id, kt_0..kt_{M-1} as a DataFrame (the authors' CSV layout)."""
-        cols = {f"kt_{j}": self.final_states[:, j] for j in range(self.final_states.shape[1])}
-        return pd.DataFrame({"student_id": self.student_ids, **cols})
+    def frame(self, kind: str = "final") -> pd.DataFrame:
+        """student_id, kt_0..kt_{M-1} as a DataFrame (the authors' CSV layout) of the ``kind`` summary:
+        'final' (the paper's), 'last_practice' or 'mean'."""
+        x = self.states(kind)
+        return pd.DataFrame({"student_id": self.student_ids, **{f"kt_{j}": x[:, j] for j in range(x.shape[1])}})
+
+    def states(self, kind: str = "final") -> np.ndarray:
+        """(N, M) per-skill summary ``kind`` ('final', 'last_practice', 'mean')."""
+        table = {"final": self.final_states, "last_practice": self.last_practice_states, "mean": self.mean_states}
+        if kind not in table:
+            raise ValueError(f"state summary must be one of {sorted(table)}, got {kind!r}")
+        if table[kind] is None:
+            raise ValueError(f"this export has no {kind!r} states (re-run the export)")
+        return table[kind]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -54,7 +70,9 @@ def write_export(out_dir: str, name: str, export: Export) -> dict[str, str]:
     vocab_path = os.path.join(out_dir, "skill_vocab.json")
     export.frame().to_csv(csv_path, index=False, float_format="%.6f")
     offsets = np.cumsum([0] + [len(t) for t in export.trajectories]).astype(np.int64)
-    np.savez_compressed(npz_path, student_ids=export.student_ids, final_states=export.final_states,
+    extra = {k: v for k, v in (("last_practice_states", export.last_practice_states),
+                               ("mean_states", export.mean_states)) if v is not None}
+    np.savez_compressed(npz_path, student_ids=export.student_ids, final_states=export.final_states, **extra,
                         trajectory_values=np.concatenate(export.trajectories).astype(np.float32),
                         trajectory_offsets=offsets, skill_vocab=np.asarray(export.skill_vocab))
     with open(vocab_path, "w", encoding="utf-8") as f:
@@ -69,7 +87,9 @@ def read_export(npz_path: str) -> Export:
         values = z["trajectory_values"]
         trajectories = [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
         return Export(student_ids=z["student_ids"], final_states=z["final_states"], trajectories=trajectories,
-                      skill_vocab=[str(s) for s in z["skill_vocab"]])
+                      skill_vocab=[str(s) for s in z["skill_vocab"]],
+                      last_practice_states=z["last_practice_states"] if "last_practice_states" in z else None,
+                      mean_states=z["mean_states"] if "mean_states" in z else None)
 
 
 def export_knowledge_states(params: Any, sequences: Sequence[tuple[np.ndarray, np.ndarray]], *,
@@ -81,7 +101,8 @@ def export_knowledge_states(params: Any, sequences: Sequence[tuple[np.ndarray, n
       sequences: per student ``(skills (T_i,), correct (T_i,))`` int arrays, T_i >= 1.
       chunk_len, batch_size: the fixed (batch_size, chunk_len) shape of every compiled chunk.
     Returns:
-      ``Export`` with final states (N, M) and trajectories (T_i,), in the order of ``sequences``.
+      ``Export`` with final / last-practice / mean states (N, M) and trajectories (T_i,), in the order of
+      ``sequences``.
     """
     arch = architecture_from_params(params)
     if arch["num_skills"] != len(skill_vocab):
@@ -93,7 +114,9 @@ def export_knowledge_states(params: Any, sequences: Sequence[tuple[np.ndarray, n
     empty = [student_ids[i] for i in np.flatnonzero(lengths == 0)]
     if empty:
         raise ValueError(f"export_knowledge_states: students with no actions: {empty[:10]}")
-    final = np.zeros((num, len(skill_vocab)), np.float32)
+    m = len(skill_vocab)
+    final = np.zeros((num, m), np.float32)
+    last_practice, mean_states = np.zeros((num, m), np.float32), np.zeros((num, m), np.float32)
     trajectories: list[np.ndarray] = [np.zeros(0, np.float32)] * num
     for rows in tqdm(length_batches(lengths, batch_size), desc=desc, unit="batch", mininterval=1.0):
         max_len = int(lengths[rows].max())
@@ -104,10 +127,20 @@ def export_knowledge_states(params: Any, sequences: Sequence[tuple[np.ndarray, n
             s, c = sequences[i]
             skills[r, :len(s)], correct[r, :len(c)], row_len[r] = s, c, len(s)
         states, _ = dkt_jax.knowledge_states_chunked(params, skills, correct, row_len, chunk_len=chunk_len)
-        means = np.asarray(states.mean(axis=-1))                                        # (B, T)
-        last = np.asarray(states[np.arange(len(rows)), row_len[:len(rows)] - 1])        # (rows, M)
+        states = np.asarray(states)                                                     # (B, T, M) on host
+        means = states.mean(axis=-1)                                                    # (B, T)
+        last = states[np.arange(len(rows)), row_len[:len(rows)] - 1]                    # (rows, M)
         for r, i in enumerate(rows):
+            n = row_len[r]
             final[i] = last[r]
-            trajectories[i] = means[r, :row_len[r]].astype(np.float32)
+            trajectories[i] = means[r, :n].astype(np.float32)
+            mean_states[i] = states[r, :n].mean(axis=0)
+            s = skills[r, :n]
+            ok = (s >= 0) & (s < m)
+            last_t = np.full(m, -1)
+            np.maximum.at(last_t, s[ok], np.flatnonzero(ok))                            # last practice per skill
+            hit = np.flatnonzero(last_t >= 0)
+            last_practice[i] = last[r]
+            last_practice[i, hit] = states[r, last_t[hit], hit]
     return Export(student_ids=np.asarray(student_ids), final_states=final, trajectories=trajectories,
-                  skill_vocab=list(skill_vocab))
+                  skill_vocab=list(skill_vocab), last_practice_states=last_practice, mean_states=mean_states)

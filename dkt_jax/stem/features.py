@@ -1,4 +1,8 @@
-"""Student tables and the five STEM feature sets (SP, DKT, DKT+, DKT&SP, DKT+&SP; dkt_spec.md §6.3-6.4).
+"""Student tables and the STEM feature sets: the paper's five (SP, DKT, DKT+, DKT&SP, DKT+&SP; dkt_spec.md
+§6.3-6.4), the classic baseline BKT&SP (SP + fitted-BKT final mastery, ``dkt_jax.stem.bkt``), and, only where
+the generator's ground truth exists, two *oracle* feature sets (ceilings, never features of the others):
+``oracle:SP+true_mastery`` (SP + true final mastery per skill) and ``oracle:SP+true_latents`` (SP + the
+planted STEM-skill mastery and learning gain, the generator's own "SP + planted latents" reference).
 
 A ``StudentTable`` holds one split of the ``assistments2017`` TFDS dataset (one row per student):
 ids, labels, the 10 student-profile (SP) columns and the action sequences (skills, correct, BKT ``Ln``).
@@ -13,10 +17,18 @@ import pandas as pd
 
 from datasets.registry import DatasetError
 
-FEATURE_SETS = ("SP", "DKT", "DKT+", "DKT&SP", "DKT+&SP")
-# feature set -> (uses SP, knowledge-state export name or None)
+FEATURE_SETS = ("SP", "DKT", "DKT+", "DKT&SP", "DKT+&SP", "BKT&SP")
+ORACLE_FEATURE_SETS = ("oracle:SP+true_mastery", "oracle:SP+true_latents")
+# feature set -> (uses SP, knowledge-state name in ``states`` or None)
 _FEATURE_SET_PARTS = {"SP": (True, None), "DKT": (False, "dkt"), "DKT+": (False, "dkt_plus"),
-                      "DKT&SP": (True, "dkt"), "DKT+&SP": (True, "dkt_plus")}
+                      "DKT&SP": (True, "dkt"), "DKT+&SP": (True, "dkt_plus"), "BKT&SP": (True, "bkt")}
+# oracle feature set -> name of its ground-truth block in ``oracle`` (always with SP)
+_ORACLE_PARTS = {"oracle:SP+true_mastery": "true_mastery", "oracle:SP+true_latents": "true_latents"}
+
+
+def is_oracle(feature_set: str) -> bool:
+    """True for the ground-truth (ceiling) feature sets."""
+    return feature_set in _ORACLE_PARTS
 
 
 @dataclasses.dataclass
@@ -83,14 +95,25 @@ def _state_frame(states: pd.DataFrame, ids: np.ndarray, name: str) -> np.ndarray
     return indexed.loc[ids].to_numpy(np.float64)
 
 
-def feature_matrix(feature_set: str, table: StudentTable,
-                   states: dict[str, pd.DataFrame]) -> tuple[np.ndarray, list[str]]:
+def feature_matrix(feature_set: str, table: StudentTable, states: dict[str, pd.DataFrame],
+                   oracle: dict[str, pd.DataFrame] | None = None) -> tuple[np.ndarray, list[str]]:
     """(N, F) features of ``table``'s students for one feature set, with column names.
 
-    states: export name ('dkt', 'dkt_plus') -> DataFrame with student_id, kt_0..kt_{M-1}.
+    states: estimated states ('dkt', 'dkt_plus', 'bkt') -> DataFrame with student_id, kt_0..kt_{M-1}.
+    oracle: ground-truth blocks ('true_mastery', 'true_latents') -> DataFrame with student_id + columns;
+    read only by the oracle feature sets (the others never look at it).
     """
+    if feature_set in _ORACLE_PARTS:
+        block = _ORACLE_PARTS[feature_set]
+        if not oracle or block not in oracle:
+            raise ValueError(f"oracle feature set {feature_set!r} needs the ground truth ({block!r}).")
+        frame = oracle[block]
+        cols = [c for c in frame.columns if c != "student_id"]
+        x = _state_frame(frame[["student_id", *cols]], table.student_ids, block)
+        return np.concatenate([table.sp, x], axis=1), [*table.sp_columns, *(f"oracle:{block}:{c}" for c in cols)]
     if feature_set not in _FEATURE_SET_PARTS:
-        raise ValueError(f"Unknown feature set {feature_set!r}; known: {', '.join(FEATURE_SETS)}.")
+        known = ", ".join(FEATURE_SETS + ORACLE_FEATURE_SETS)
+        raise ValueError(f"Unknown feature set {feature_set!r}; known: {known}.")
     use_sp, ks_name = _FEATURE_SET_PARTS[feature_set]
     blocks, names = [], []
     if use_sp:
@@ -114,3 +137,27 @@ def labelled_subset(table: StudentTable) -> StudentTable:
     return StudentTable(student_ids=table.student_ids[keep], labels=table.labels[keep], sp=table.sp[keep],
                         sp_columns=table.sp_columns, skills=[table.skills[i] for i in keep],
                         correct=[table.correct[i] for i in keep], ln=[table.ln[i] for i in keep])
+
+
+TRUE_LATENT_COLUMNS = ("stem_mastery", "learning_gain")
+
+
+def oracle_frames(ground_truth_dir: str | None, student_ids: np.ndarray,
+                  skill_vocab: Sequence[str]) -> dict[str, pd.DataFrame] | None:
+    """The ground-truth blocks of the oracle feature sets for ``student_ids`` (None without ground truth):
+    'true_mastery' (student_id, true final mastery per skill, (N, M)) and 'true_latents' (student_id,
+    ``TRUE_LATENT_COLUMNS`` of the generator's students.csv)."""
+    from dkt_jax.stem import analyses
+
+    truth = analyses.load_ground_truth(ground_truth_dir, np.asarray(student_ids), skill_vocab)
+    if truth is None:
+        return None
+    ids = np.asarray(student_ids)
+    out = {"true_latents": pd.DataFrame({"student_id": ids, **{c: truth["table"][c].to_numpy(np.float64)
+                                                               for c in TRUE_LATENT_COLUMNS}})}
+    if "final_mastery" in truth:
+        mastery = np.nan_to_num(truth["final_mastery"], nan=0.0)
+        out["true_mastery"] = pd.DataFrame({"student_id": ids, **{f"true_{j}": mastery[:, j]
+                                                                  for j in range(mastery.shape[1])}})
+    return out
+

@@ -27,7 +27,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         nf = r.get("num_features_median")
-        cells = [str(r["feature_set"]), str(r["model"]),
+        fs = str(r["feature_set"]) + (" (oracle)" if bool(r.get("oracle", False)) else "")
+        cells = [fs, str(r["model"]),
                  "" if nf is None or not np.isfinite(nf) else f"{nf:g}"]
         cells += [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_2std']:.3f}" for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -79,7 +80,7 @@ def plot_feature_set_bars(frame: pd.DataFrame, path: str, metric: str = "auc") -
         es = [sub.loc[m, f"{metric}_2std"] for m in models if m in sub.index]
         ax.bar(xs, ys, width, yerr=es, capsize=2, label=fs)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(models))], models)
-    ax.set_ylabel(f"{_HEAD[metric]} (outer 5-fold, ± 2 std)")
+    ax.set_ylabel(f"{_HEAD[metric]} (outer splits, ± 2 std)")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -99,12 +100,31 @@ def write_submission(student_ids: np.ndarray, proba: np.ndarray, out_dir: str) -
 
 
 def _fmt(v) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k} {_fmt(x)}" for k, x in v.items())
     if isinstance(v, (float, np.floating)):
         return f"{v:.4g}"
     return "" if v is None else str(v)
 
 
-def markdown_report(results: dict, frame: pd.DataFrame) -> str:
+def comparison_markdown(selected: pd.DataFrame, comparison: dict) -> str:
+    """One row per feature set: AUC of the inner-CV-selected model per split (mean ± 2 std), the models
+    chosen, and the paired difference to SP with its Nadeau-Bengio 95 % interval and p."""
+    from dkt_jax.stem.compare import comparison_key
+
+    head = ["feature set", "AUC (selected model)", "models chosen (splits)", "Δ AUC vs SP", "95 % CI", "p"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in selected.iterrows():
+        name = f"{r['feature_set']} **(oracle)**" if r["oracle"] else str(r["feature_set"])
+        test = comparison.get(comparison_key(str(r["feature_set"]), "SP"))
+        delta = ["-", "-", "-"] if test is None else [
+            f"{test['delta_auc']:+.3f}", f"[{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}]", f"{test['p']:.2g}"]
+        lines.append(f"| {name} | {r['auc_mean']:.3f} ± {r['auc_2std']:.3f} | {r['models_chosen']} | "
+                     + " | ".join(delta) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict, frame: pd.DataFrame, selected: pd.DataFrame | None = None) -> str:
     """The human-readable report.md of one launch.stem run."""
     lines = ["# STEM prediction from DKT / DKT+ knowledge states", "",
              f"{results['num_labelled']} labelled students ({results['num_stem']} STEM), "
@@ -115,13 +135,28 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
         t = kt.get("test") or {}
         lines.append(f"| {name} | {_fmt(t.get('auc_n'))} | {_fmt(t.get('auc_c'))} | {_fmt(t.get('w1'))} | "
                      f"{_fmt(t.get('w2'))} | {_fmt(kt.get('best_epoch'))} | {_fmt(kt.get('epochs_run'))} |")
-    lines += ["", f"## isSTEM classification (outer StratifiedKFold({results['outer_folds']}), mean ± 2 std over "
-              f"folds; RFECV + GridSearchCV on inner StratifiedKFold({results['inner_folds']}) of the outer "
-              "training fold only)",
+    kind = results.get("state_feature", "final")
+    lines += ["", f"Knowledge-state features of DKT / DKT+: **{kind}** "
+              + ("(the paper's: output after the last interaction)." if kind == "final"
+                 else "(an option beyond the paper; see docs/stem.md).")]
+    k, reps = results["outer_folds"], results.get("outer_repeats", 1)
+    if selected is not None and len(selected):
+        lines += ["", f"## The comparison (RepeatedStratifiedKFold({k}, {reps}): {k * reps} outer splits, the same "
+                  "for every feature set and model)", "",
+                  "Per feature set and outer split, the model with the best inner-CV score (GridSearchCV on the "
+                  "outer training fold) is taken, so the choice never looks at the outer test fold. Δ AUC is the "
+                  "mean paired per-split difference to SP; the 95 % interval and p are from the Nadeau-Bengio "
+                  "corrected resampled t-test (variance factor 1/J + n_test/n_train, df J-1). **Oracle** rows use "
+                  "the generator's ground truth (ceilings, not estimators). Picture: classify/paired_differences.png.",
+                  "", comparison_markdown(selected, results.get("comparison", {}))]
+    select = "RFECV + GridSearchCV" if results.get("rfecv", True) else "GridSearchCV (RFECV off)"
+    lines += ["", f"## isSTEM classification per model (mean ± 2 std over the {k * reps} outer splits; {select} "
+              f"on inner StratifiedKFold({results['inner_folds']}) of the outer training fold only)",
               "", markdown_table(frame), "",
               *[f"- FAILED {r['feature_set']} / {r['model']}: {r['failed_folds']} outer fold(s): {r['errors']}"
                 for _, r in frame.iterrows() if r.get("failed_folds", 0)],
-              f"Submission model: {' / '.join(results['submission_cell'])} (best mean AUC+(1-RMSE)); "
+              f"Submission model: {' / '.join(results['submission_cell'])} (best mean AUC+(1-RMSE), oracles "
+              "excluded); "
               "files classify/submission.txt and classify/submission.csv.", "",
               "## Acceptance checks", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in results["acceptance"].items()]
@@ -149,14 +184,20 @@ def markdown_report(results: dict, frame: pd.DataFrame) -> str:
     for name, r in rows.items():
         lines.append(f"| {name} | {r['stem_mean']:.4f} | {r['non_stem_mean']:.4f} | {r['welch_p']:.2g} | "
                      f"{r['cohens_d']:.2f} |")
-    lines += ["", "## Per-skill Pearson r of final mastery with isSTEM", "",
-              "| source | mean r (all skills) | share r > 0 | mean r (planted STEM skills) | r with true profile |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Per-skill Pearson r of final mastery with isSTEM, and tracking of the true mastery", "",
+              "r with true profile: Pearson r between the estimator's per-skill r(isSTEM) and the true one. "
+              "Tracks true mastery: per-skill Pearson r across students of the estimated vs the generator's true "
+              "final mastery, mean over skills (all / planted STEM skills).", "",
+              "| source | mean r (all skills) | share r > 0 | mean r (planted STEM skills) | r with true profile "
+              "| tracks true mastery (all / STEM skills) |",
+              "|---|---|---|---|---|---|"]
     for name, r in ana["correlation"].items():
         planted = r.get("planted_stem_skills", {}).get("mean_r")
         lines.append(f"| {name} | {r['all_skills']['mean_r']:.3f} | {r['all_skills']['share_positive']:.2f} | "
-                     f"{_fmt(planted)} | {_fmt(r.get('pearson_with_true_profile'))} |")
+                     f"{_fmt(planted)} | {_fmt(r.get('pearson_with_true_profile'))} | "
+                     f"{_fmt(r.get('tracks_true_mastery'))} / {_fmt(r.get('tracks_true_mastery_stem_skills'))} |")
     lines += ["", "## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in results["timings"].items()]
-    lines += ["", "Figures: classify/roc_curves.png, classify/auc_by_feature_set.png, analyses/nlg_*.png, "
+    lines += ["", "Figures: classify/paired_differences.png, classify/roc_curves.png (repeat 0), "
+              "classify/auc_by_feature_set.png, analyses/nlg_*.png, "
               "analyses/skill_correlation_heatmap.png.", ""]
     return "\n".join(lines)

@@ -2,6 +2,10 @@ r"""STEM pipeline on the full-size synthetic ASSISTments 2017 release (the defau
 
     python -m launch.stem --config=launch/configs/stem_synthetic.py --workdir=workdirs/stem_synthetic
     python -m launch.stem --config=launch/configs/stem_synthetic.py:paper --workdir=...   # full grids (slow)
+    python -m launch.stem --config=launch/configs/stem_synthetic.py:signal --workdir=...  # not the paper:
+        # per-skill states at the last practice + DKT+ lambdas (0.1, 0.03, 0.3); see docs/stem.md
+
+The generator's ground truth adds the oracle rows (ceilings) to the comparison; see docs/stem.md.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A tiny STEM run for the test suite and smoke checks (about a minute on CPU): 240 synthetic students with
-short sequences, a 16-unit DKT trained for one epoch, tiny sklearn grids, 3 outer folds."""
+short sequences, a 16-unit DKT trained for one epoch, tiny sklearn grids, 2 x 3 repeated outer folds."""
 from __future__ import annotations
 
 import ml_collections
@@ -23,7 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.sklearn.models = ("lr", "lda")
     c.sklearn.grid = "tiny"
     c.sklearn.outer_folds = 3
+    c.sklearn.outer_repeats = 2
     c.sklearn.inner_folds = 3
+    c.sklearn.rfecv = True             # exercised here although the demo preset turns it off
     c.sklearn.rfecv_step = 0.2
     c.sklearn.rfecv_folds = 3
     c.sklearn.n_jobs = 1
