@@ -70,7 +70,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], config: Any = None, *,
         if array.ndim == 5:  # Conv3d: stored flat on the parent module as conv3d_kernel / conv3d_bias
             _set(variables["params"], path[:-1] + [f"{path[-1]}_kernel"],
                  np.transpose(array, (2, 3, 4, 1, 0)).astype(np.float32), name)
-        elif leaf == "bias" and f"{module}.weight" in state_dict and _to_numpy(state_dict[f"{module}.weight"]).ndim == 5:
+        elif (leaf == "bias" and f"{module}.weight" in state_dict
+              and _to_numpy(state_dict[f"{module}.weight"]).ndim == 5):
             _set(variables["params"], path[:-1] + [f"{path[-1]}_bias"], array.astype(np.float32), name)
         elif leaf == "bias":
             _set(variables["params"], path + ["bias"], array.astype(np.float32), name)

@@ -32,9 +32,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.normalization = "train_stats"   # or 'reference' (official per-split scalar normalisation)
     c.center_time = False             # True (NOT in the paper): subtract each clip's per-pixel temporal mean
                                       # frame, scale by the residual's std on the training subjects
-    c.mean_frame_channel = False      # with center_time (NOT in the paper): append the clip's temporal mean
-                                      # frame, normalised with the training statistics, as a 2nd channel
-                                      # (the model then needs in_channels=2)
     c.augment = True
     c.crop_padding = 4                # random crop of 64 from the clip padded by this many pixels
     c.flip = True
@@ -93,6 +90,21 @@ def load_dataset(name: str, data_dir: str) -> tuple[ClipTable, dict]:
 
 
 # ------------------------------------------------------------------------------------------ folds
+def protocol_subjects(available: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    """The LOSO subjects: ``requested`` (e.g. the official 25-subject CASME II list) or all ``available``.
+
+    A requested subject without clips is an error naming it (an empty fold cannot be scored).
+    """
+    available = sorted({str(s) for s in available})
+    if not requested:
+        return available
+    missing = [str(s) for s in requested if str(s) not in available]
+    if missing:
+        raise ValueError(f"config.data.subjects lists subjects without clips in the dataset: {missing}; "
+                         f"available: {available}")
+    return [str(s) for s in requested]
+
+
 def split_subjects(subjects: Sequence[str], test_subject: str, validation_subjects: int,
                    seed: int) -> tuple[list[str], list[str]]:
     """(fit subjects, validation subjects): the validation ones are drawn (seeded) from the training subjects;
@@ -134,45 +146,28 @@ class Normalizer:
     ``center_time`` (not in the paper, off by default): instead, x - mean_t(x) (each clip's per-pixel
     temporal mean frame, axis -4) divided by ``center_scale``, the std of that residual on the fitted frames.
     The static face drops out and only the motion is left (a data-side shortcut for short CPU schedules).
-    ``mean_frame_channel`` (with ``center_time``; not in the paper): the mean frame, normalised as
-    (mean_t(x) - shift) / scale, is appended on the channel axis, (..., T, H, W, 1) -> (..., T, H, W, 2), so
-    the model still sees where on the face the motion happens.
     """
     kind: str
     shift: float
     scale: float
     center_time: bool = False
     center_scale: float = 1.0
-    mean_frame_channel: bool = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.center_time:
-            mean = x.mean(axis=-4, keepdims=True)
-            motion = (x - mean) / self.center_scale
-            if not self.mean_frame_channel:
-                return motion.astype(np.float32)
-            if x.shape[-1] != 1:
-                raise ValueError(f"mean_frame_channel needs 1-channel frames, got shape {x.shape}")
-            face = np.broadcast_to((mean - self.shift) / self.scale, motion.shape)
-            return np.concatenate([motion, face], axis=-1).astype(np.float32)
+            return ((x - x.mean(axis=-4, keepdims=True)) / self.center_scale).astype(np.float32)
         if self.kind == "reference":
             x = 2.0 * x - 1.0
         return ((x - self.shift) / self.scale).astype(np.float32)
 
 
-def make_normalizer(kind: str, frames: np.ndarray, center_time: bool = False,
-                    mean_frame_channel: bool = False) -> Normalizer:
+def make_normalizer(kind: str, frames: np.ndarray, center_time: bool = False) -> Normalizer:
     """Normalizer fitted on uint8 ``frames`` (N, T, H, W, C); see :class:`Normalizer`."""
     if kind not in NORMALIZATIONS:
         raise ValueError(f"normalization {kind!r} not in {NORMALIZATIONS}")
-    if mean_frame_channel and not center_time:
-        raise ValueError("data.mean_frame_channel=True needs data.center_time=True")
-    if mean_frame_channel and kind != "train_stats":
-        raise ValueError("data.mean_frame_channel=True needs normalization='train_stats'")
     stats = frame_stats(frames) if kind == "train_stats" else reference_stats(frames)
     if center_time:
-        return Normalizer(kind, *stats, center_time=True, center_scale=centered_std(frames),
-                          mean_frame_channel=bool(mean_frame_channel))
+        return Normalizer(kind, *stats, center_time=True, center_scale=centered_std(frames))
     return Normalizer(kind, *stats)
 
 
@@ -300,8 +295,7 @@ def make_fold(clips: ClipTable, test_subject: str, config: Any, *, seed: int, ba
             for name, subjects in (("train", fit_subjects), ("val", val_subjects), ("test", [test_subject]))}
     if len(rows["train"]) < batch_size:
         raise ValueError(f"fold {test_subject}: {len(rows['train'])} training clips < batch size {batch_size}")
-    norms = {name: make_normalizer(config.normalization, clips.frames[idx], bool(config.get("center_time", False)),
-                                   bool(config.get("mean_frame_channel", False)))
+    norms = {name: make_normalizer(config.normalization, clips.frames[idx], bool(config.get("center_time", False)))
              for name, idx in rows.items() if len(idx)}
     if config.normalization == "train_stats":
         norms = {name: norms["train"] for name in norms}
@@ -320,23 +314,3 @@ def make_fold(clips: ClipTable, test_subject: str, config: Any, *, seed: int, ba
                 val_batches=eval_batches(clips, rows["val"], eval_size, norms["val"]) if len(rows["val"]) else None,
                 info=info)
 
-
-# ---------------------------------------------------------------- fdp_jax.train.LosoComponents adapters
-def prepare_source(config: ml_collections.ConfigDict, wd: Any = None) -> tuple[ClipTable, dict]:
-    """``LosoComponents.prepare_source``: the built dataset ``config.data.name`` from ``config.data.data_dir``."""
-    del wd
-    data = with_defaults(config.data)
-    return load_dataset(data.name, data.data_dir)
-
-
-def make_fold_data(source: ClipTable, test_subject: str, config: ml_collections.ConfigDict,
-                   dataset: dict | None = None) -> Fold:
-    """``LosoComponents.make_fold_data``: a ``Fold`` (same fields as ``fdp_jax.train.FoldData``) from
-    ``config.data``, ``config.seed`` and the global ``config.batch_size``."""
-    del dataset
-    channels = 2 if with_defaults(config.data).mean_frame_channel else source.frames.shape[-1]
-    if "model" in config and config.model.get("in_channels", channels) != channels:
-        raise ValueError(f"config.model.in_channels={config.model.in_channels}, but the clips have {channels} "
-                         f"channel(s) after normalisation (data.mean_frame_channel="
-                         f"{with_defaults(config.data).mean_frame_channel}); set config.model.in_channels={channels}")
-    return make_fold(source, test_subject, config.data, seed=config.seed, batch_size=config.batch_size)

@@ -140,3 +140,16 @@ def pooled_results(folds: Sequence[Mapping], num_classes: int) -> dict:
     result["per_fold"] = rows
     result["fold_mean_macro_f1"] = fold_mean_macro_f1(rows)
     return result
+
+
+SELECTION_METRICS = ("uf1", "accuracy", "uar", "weighted_f1")
+
+
+def selection_score(labels: np.ndarray, predictions: np.ndarray, num_classes: int, metric: str) -> float:
+    """The score that picks a fold's step (higher is better): ``metric`` of ``labels`` vs ``predictions`` (N,),
+    one of ``SELECTION_METRICS`` ('uf1', or 'accuracy' as in the official code); NaN when N = 0."""
+    if metric not in SELECTION_METRICS:
+        raise ValueError(f"selection_metric={metric!r}: expected one of {SELECTION_METRICS}.")
+    if not len(labels):
+        return float("nan")
+    return float(classification_metrics(labels, predictions, num_classes)[metric])

@@ -1,6 +1,6 @@
 """LOSO report: results.json, report.md and PNG figures (matplotlib, Agg backend).
 
-Files written into the workdir:
+Files written into the output directory (a launch.fdp workdir):
 
     results.json                 pooled metrics, per-fold table, config, code version, timing
     report.md                    the same as a human-readable page (links the PNGs)
@@ -22,11 +22,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from launch.runtime import workdir as workdir_lib  # noqa: E402
+_METRIC_NAMES = {"uf1": "UF1", "uar": "UAR", "accuracy": "accuracy", "weighted_f1": "weighted F1"}
 
-LEAKY_NOTE = ("**LEAKY protocol (select_on_test=True):** each fold's reported model was chosen by its accuracy "
-              "on the held-out test subject, as in the official FDP code. These numbers are optimistic and are "
-              "only for a like-for-like comparison with the paper; do not report them as LOSO results.")
+
+def leaky_note(selection_metric: str = "uf1") -> str:
+    """The bold warning of a ``select_on_test=True`` report; ``selection_metric`` is the config's
+    (the step of each fold was picked by that score on the test subject)."""
+    metric = _METRIC_NAMES.get(selection_metric, selection_metric)
+    return ("**LEAKY protocol (select_on_test=True):** each fold's reported model was chosen by its "
+            f"{metric} (`selection_metric`) on the held-out test subject, as in the official FDP code (which "
+            "picks by accuracy). These numbers are optimistic and are only for a like-for-like comparison with "
+            "the paper; do not report them as LOSO results.")
 
 
 def plot_confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str,
@@ -136,12 +142,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     """The report.md text for a ``results`` dict as written by ``write_results``."""
     pooled = results["pooled"]
     config = results.get("config", {})
+    model = config.get("model", {})
     lines = [f"# FDP LOSO report: {results.get('dataset', '?')}", ""]
     if results.get("select_on_test"):
-        lines += [LEAKY_NOTE, ""]
+        lines += [leaky_note(config.get("selection_metric", "uf1")), ""]
     lines += [
         f"- code version: `{results.get('code_version', 'unknown')}`",
-        f"- model: mode `{config.get('model', {}).get('mode', '?')}`, size `{config.get('model', {}).get('size', '?')}`",
+        f"- model: mode `{model.get('mode', '?')}`, size `{model.get('size', '?')}`",
         f"- folds: {len(pooled['per_fold'])} subjects, {pooled['num_samples']} test clips in total",
         f"- model selection: {results.get('selection', '?')}",
         f"- devices: {results.get('mesh', '?')}",
@@ -175,24 +182,29 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results(wd: workdir_lib.Workdir, results: dict) -> dict:
-    """Writes results.json and report.md (adds ``code_version``); returns ``results``."""
+def write_results(out_dir: str, results: dict, code_version: str) -> dict:
+    """Writes ``out_dir``/results.json and report.md; returns ``results`` with ``code_version`` added
+    (the caller's, e.g. the git commit; kept when ``results`` already has one)."""
     results = dict(results)
-    results.setdefault("code_version", workdir_lib.code_version())
-    with open(wd.path("results.json"), "w", encoding="utf-8") as f:
+    results.setdefault("code_version", code_version)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=str)
-    with open(wd.path("report.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(render_markdown(results))
     return results
 
 
-def write_plots(wd: workdir_lib.Workdir, pooled: Mapping[str, Any], class_names: Sequence[str],
+def write_plots(out_dir: str, pooled: Mapping[str, Any], class_names: Sequence[str],
                 folds: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
                 num_di_columns: int = 8) -> dict[str, str]:
-    """Writes the three PNGs; returns {name: path relative to the workdir} for the report."""
-    os.makedirs(wd.plots, exist_ok=True)
+    """Writes the three PNGs into ``out_dir``/plots; returns {name: path relative to ``out_dir``} for the report.
+
+    ``folds``: per fold 'subject', 'labels' (N,), optional 'di_pred' / 'di_target' (N, H, W); ``records``:
+    metrics.jsonl rows (see ``plot_training_curves``)."""
+    plots_dir = os.path.join(out_dir, "plots")
+    os.makedirs(plots_dir, exist_ok=True)
     plots = {"confusion_matrix": plot_confusion_matrix(pooled["confusion_matrix"], class_names,
-                                                       os.path.join(wd.plots, "confusion_matrix.png"))}
+                                                       os.path.join(plots_dir, "confusion_matrix.png"))}
     # One DI example per fold (round-robin), so the grid shows several subjects.
     targets, preds, captions = [], [], []
     for index in range(num_di_columns):
@@ -206,9 +218,9 @@ def write_plots(wd: workdir_lib.Workdir, pooled: Mapping[str, Any], class_names:
                 captions.append(f"{fold['subject']} {class_names[label] if label < len(class_names) else label}")
     if targets:
         plots["dynamic_images"] = plot_dynamic_images(np.stack(targets), np.stack(preds),
-                                                      os.path.join(wd.plots, "dynamic_images.png"), captions)
+                                                      os.path.join(plots_dir, "dynamic_images.png"), captions)
     try:
-        plots["training_curves"] = plot_training_curves(records, os.path.join(wd.plots, "training_curves.png"))
+        plots["training_curves"] = plot_training_curves(records, os.path.join(plots_dir, "training_curves.png"))
     except ValueError:
         pass  # no training records (e.g. every fold restored from an older run without metrics.jsonl)
-    return {name: os.path.relpath(path, wd.root) for name, path in plots.items()}
+    return {name: os.path.relpath(path, out_dir) for name, path in plots.items()}

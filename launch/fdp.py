@@ -1,4 +1,4 @@
-"""FDP training + leave-one-subject-out evaluation.
+"""FDP training + leave-one-subject-out evaluation (the loop: ``launch.train_fdp.train_and_evaluate``).
 
     python -m launch.fdp --config=launch/configs/fdp_demo.py --workdir=workdirs/fdp_demo [--config.x=y ...]
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from datasets.registry import DatasetError
+from launch.runtime.cli import exit_on_user_error, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an FDP config .py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (re-use it to resume).")
@@ -31,14 +31,11 @@ def main(argv: list[str]) -> None:
         from launch.runtime.host_memory import keep_freed_host_memory, release_after_compiles
         if keep_freed_host_memory():
             release_after_compiles()
-    from fdp_jax import train  # after flag parsing: jax is configured by then
+    from launch import train_fdp  # after flag parsing: jax is configured by then
+    from launch.runtime.progress import set_default_verbosity
 
-    config = _CONFIG.value
-    try:
-        results = train.train_and_evaluate(config, _WORKDIR.value)
-    except DatasetError as e:
-        logging.error("%s", e)
-        raise SystemExit(f"Dataset problem: {e}") from None
+    set_default_verbosity()
+    results = exit_on_user_error("launch.fdp", train_fdp.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     pooled = results["pooled"]
     summary = {k: round(pooled[k], 4) for k in ("uf1", "uar", "accuracy", "weighted_f1", "di_mse") if k in pooled}
     print(json.dumps({"dataset": results["dataset"], "folds": len(pooled["per_fold"]),
@@ -49,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -13,6 +13,7 @@ approximate-rank-pooling target) next to the model's reconstruction as a PNG.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -101,7 +102,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     import orbax.checkpoint as ocp
 
     from datasets.me_common import preprocess
-    from fdp_jax import input_pipeline, models, train as fdp_train, train_steps
+    from fdp_jax import input_pipeline, models, train_steps
     from launch.runtime import checkpointing
 
     with open(config_json, encoding="utf-8") as f:
@@ -117,7 +118,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     model = models.build_model(model_config)
     abstract = jax.eval_shape(lambda: train_steps.create_train_state(
         jax.random.key(0), model_config, optimizer=config.optimizer.name,
-        learning_rate=fdp_train.learning_rate_schedule(config.optimizer, config.num_steps),
+        learning_rate=train_steps.learning_rate_schedule(config.optimizer, config.num_steps),
         weight_decay=config.optimizer.weight_decay,
         variables=model.init({"params": jax.random.key(0)}, models.dummy_clips(model.spec, 1), train=False)))
     state = ckpt.restore(step, abstract).state
@@ -125,7 +126,8 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     norm = meta.get("normalization")
     if norm is None:
         raise ValueError(f"{checkpoint_dir} step {step}: checkpoint meta has no training normalisation.")
-    normalizer = input_pipeline.Normalizer(**norm)
+    fields = {f.name for f in dataclasses.fields(input_pipeline.Normalizer)}  # older runs' meta has retired ones
+    normalizer = input_pipeline.Normalizer(**{k: v for k, v in norm.items() if k in fields})
     clip = normalizer(frames[None, ..., None].astype(np.float32) / 255.0)
     outputs = train_steps.make_eval_step()(state, {"frames": clip})
     probabilities = np.asarray(jax.nn.softmax(outputs["logits"][0].astype(np.float32)))
@@ -140,7 +142,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from fdp_jax import report
+    from launch.runtime.progress import set_default_verbosity
 
+    set_default_verbosity()
     try:
         checkpoint_dir, config_json = resolve_checkpoint(_CHECKPOINT.value)
         frames = load_clip(_FRAMES.value, _CROP.value)

@@ -5,16 +5,14 @@ import json
 import os
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_colab_notebook_runs_with_tiny_config(tmp_path, tmp_path_factory, monkeypatch):
-    from tests.test_fdp_loso import shared_jax_cache
-
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", shared_jax_cache(tmp_path_factory))
+def test_colab_notebook_runs_with_tiny_config(tmp_path, monkeypatch):
+    # The kernel inherits the session's JAX compilation cache (tests/conftest.py), which holds the tiny
+    # steps when tests/test_fdp_loso.py ran first.
     monkeypatch.setenv("FDP_SKIP_INSTALL", "1")
     monkeypatch.setenv("FDP_NOTEBOOK_CONFIG", "fdp_tiny")
     monkeypatch.setenv("FDP_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))

@@ -183,22 +183,23 @@ def test_end_to_end_from_registry_build(tmp_path):
     assert sorted(fold.info["test_clip_ids"]) == ["sub02/EP00_01", "sub02/EP01_01", "sub02/EP02_01"]
 
 
-def test_loso_component_adapters_fill_defaults():
-    """make_fold_data takes the trainer's config (config.data may hold only some fields)."""
-    import ml_collections
+def test_partial_data_config_takes_defaults():
+    """make_fold takes the trainer's config.data, which may hold only some fields (the rest: default_config)."""
     clips = make_table()
-    cfg = ml_collections.ConfigDict({"seed": 0, "batch_size": 4,
-                                     "data": {"name": "x", "validation_subjects": 1, "subjects": None}})
-    fold = ip.make_fold_data(clips, "s00", cfg, {})
+    fold = ip.make_fold(clips, "s00", {"name": "x", "validation_subjects": 1, "subjects": None}, seed=0, batch_size=4)
     assert fold.info["val_subjects"] and fold.val_batches and next(fold.train_iter)["frames"].shape[0] == 4
     assert fold.info["normalization"]["train"]["kind"] == "train_stats"
 
 
-def test_center_time_and_mean_frame_channel():
-    """center_time leaves only the motion (scaled by the training residual std); mean_frame_channel appends
-    the training-normalised mean frame; both are fitted on training subjects only and checked against the
-    model's input channels."""
-    import ml_collections
+def test_protocol_subjects():
+    assert ip.protocol_subjects(["s2", "s1", "s1"], None) == ["s1", "s2"]
+    assert ip.protocol_subjects(["s1", "s2", "s3"], ("s3", "s1")) == ["s3", "s1"]
+    with pytest.raises(ValueError, match=r"\['s9'\]"):
+        ip.protocol_subjects(["s1"], ["s1", "s9"])
+
+
+def test_center_time():
+    """center_time leaves only the motion, scaled by the residual std fitted on the training subjects only."""
     clips = make_table()
     train_rows = np.flatnonzero(clips.subject != "s02")
     x = clips.frames[train_rows].astype(np.float64) / 255.0
@@ -206,27 +207,9 @@ def test_center_time_and_mean_frame_channel():
     fold = ip.make_fold(clips, "s02", config(augment=False, center_time=True), seed=0, batch_size=5)
     norm = fold.info["normalization"]["train"]
     assert norm["center_time"] and norm["center_scale"] == pytest.approx(residual.std(), rel=1e-5)
+    assert fold.info["normalization"]["test"] == norm
     batch = next(fold.train_iter)
     assert batch["frames"].shape == (5, 8, 64, 64, 1)
     np.testing.assert_allclose(batch["frames"].mean(axis=1), 0.0, atol=1e-5)   # static content removed
-
-    fold2 = ip.make_fold(clips, "s02", config(augment=False, center_time=True, mean_frame_channel=True),
-                         seed=0, batch_size=5)
-    b2 = next(fold2.train_iter)
-    assert b2["frames"].shape == (5, 8, 64, 64, 2)
-    np.testing.assert_array_equal(b2["frames"][..., :1], batch["frames"])      # same clips, same motion channel
-    rows = np.searchsorted(train_rows, b2["index"])
-    face = (x[rows].mean(axis=1) - norm["shift"]) / norm["scale"]
-    for t in (0, 7):
-        np.testing.assert_allclose(b2["frames"][:, t, ..., 1], face[..., 0], atol=1e-4)
-    test = fold2.test_batches[0]["frames"]
-    assert test.shape[-1] == 2 and fold2.info["normalization"]["test"] == fold2.info["normalization"]["train"]
-
-    with pytest.raises(ValueError, match="needs data.center_time"):
-        ip.make_fold(clips, "s02", config(mean_frame_channel=True), seed=0, batch_size=5)
-    cfg = ml_collections.ConfigDict({"seed": 0, "batch_size": 4, "model": {"in_channels": 1},
-                                     "data": {"center_time": True, "mean_frame_channel": True}})
-    with pytest.raises(ValueError, match="in_channels=2"):
-        ip.make_fold_data(clips, "s00", cfg, {})
-    cfg.model.in_channels = 2
-    assert next(ip.make_fold_data(clips, "s00", cfg, {}).train_iter)["frames"].shape[-1] == 2
+    rows = np.searchsorted(train_rows, batch["index"])
+    np.testing.assert_allclose(batch["frames"], (residual[rows] / norm["center_scale"]).astype(np.float32), atol=1e-4)

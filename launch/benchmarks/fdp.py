@@ -197,7 +197,7 @@ def _spawn(child: str) -> dict:
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"child": child, "error": proc.stderr[-2000:]}
-    return json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
 def main(argv) -> None:
@@ -230,8 +230,8 @@ def main(argv) -> None:
             if ref:
                 r["time_vs_official"] = r["median_s"] / ref["median_s"]
                 r["rss_vs_official"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
-    columns = ["impl", "mode", "batch", "host_malloc", "median_s", "min_s", "compile_s", "peak_rss_mb", "tflops_per_s", "mfu",
-               "mfu_direct", "time_vs_official", "rss_vs_official"]
+    columns = ["impl", "mode", "batch", "host_malloc", "median_s", "min_s", "compile_s", "peak_rss_mb", "tflops_per_s",
+               "mfu", "mfu_direct", "time_vs_official", "rss_vs_official"]
     print(f"\nFDP train step ({FLAGS.fdp_size}, {FLAGS.fdp_dtype}) on {jax.default_backend()}; matmul peak "
           f"{peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s")
     print(common.format_table([r for r in rows if "error" not in r], columns))

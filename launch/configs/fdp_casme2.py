@@ -42,7 +42,7 @@ def base_config(dataset: str = "casme2/5class", size: str = "full", mode: str = 
     c.selection_metric = "uf1"       # 'uf1' or 'accuracy' (official)
     c.eval_mode_after_first_epoch = False  # official quirk: BN frozen in eval mode from epoch 2 on
     c.num_devices = 0                # 0 = all devices
-    c.compute_dtype = "auto"         # 'auto' = bfloat16 on GPU/TPU, float32 on CPU
+    c.compute_dtype = "auto"         # 'auto' = float32 when the mesh's devices are CPUs, else bfloat16
     c.donate_state = False           # True saves accelerator memory; False keeps async checkpoint saves trivially safe
     c.async_checkpointing = True
     return c

@@ -8,11 +8,11 @@ paper-mode FDP and a short fixed schedule (model = last step; nothing is selecte
 
 Sizing for 2 CPU cores / 10 minutes: the ``small`` preset (37.5 GFLOP per batch-8 train step by XLA's cost
 analysis; its whole LOSO took 9 min 48 s) is narrowed further here (same paper topology: stem, 4 stages of
-1 LFA + 1 GFA block, time-major rank scorer, SegNet decoder), to 8.3 GFLOP per batch-8 step; 8 subjects x 24 clips, 150 steps
-per fold (warmup + cosine learning rate). The clips are centred in time (``data.center_time``, a documented data-side option that is NOT
-in the paper; paper-faithful settings stayed at chance on this budget) and the frame encoder's head flattens its
-final map instead of average-pooling it (``model.head_pool='flatten'``, also NOT in the paper). See docs/fdp_training.md for the
-measured scores and what was tried.
+1 LFA + 1 GFA block, time-major rank scorer, SegNet decoder), to 8.3 GFLOP per batch-8 step; 8 subjects x 24
+clips, 150 steps per fold (warmup + cosine learning rate). The clips are centred in time (``data.center_time``, a
+documented data-side option that is NOT in the paper; paper-faithful settings stayed at chance on this budget) and
+the frame encoder's head flattens its final map instead of average-pooling it (``model.head_pool='flatten'``, also
+NOT in the paper). See docs/fdp_training.md for the measured scores and what was tried.
 """
 from launch.configs.fdp_casme2 import base_config
 

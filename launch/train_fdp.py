@@ -1,0 +1,298 @@
+"""FDP training with leave-one-subject-out (LOSO) evaluation.
+
+    results = train_and_evaluate(config, workdir)   # python -m launch.fdp --config=... --workdir=...
+
+For every subject of the protocol: a fresh initialisation trained on the other subjects, a model chosen
+*without* the held-out subject (last step of a fixed schedule, or best ``selection_metric`` on a validation
+split of training subjects), its predictions on the held-out subject. Then every fold's predictions are
+pooled and scored once; results.json, report.md and plots/*.png go to the workdir.
+
+Resumable: a finished fold has ``folds/<subject>/predictions.npz`` and is not retrained; an interrupted fold
+continues from ``folds/<subject>/checkpoints`` (train state + grain iterator + the best step so far). The
+step functions are compiled once (same shapes in every fold; the last eval batch is padded and masked) and
+reused by every fold.
+
+``select_on_test=True`` reproduces the official code's leaky choice of each fold's best step on the test
+subject; the report labels such results as leaky.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from datasets import prepare, registry
+from fdp_jax import input_pipeline, metrics, models, report, train_steps
+from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
+from launch.runtime.cli import ConfigError
+
+Batch = Mapping[str, np.ndarray]
+StepFn = Callable[..., Any]
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[input_pipeline.ClipTable, dict]:
+    """All clips of ``config.data.name`` and ``{'subjects', 'num_classes', 'class_names'}``.
+
+    Builds the dataset into ``data.data_dir`` ('' = <workdir>/tfds) from ``data.manual_dir`` unless it is built
+    already; with ``data.synthetic.enabled`` and no ``manual_dir``, a synthetic release is generated first into
+    ``data.synthetic.out_dir`` ('' = <workdir>/synthetic/<dataset>) unless that folder holds one.
+    """
+    data = config.data
+    dataset = registry.split_name(data.name)[0]
+    manual_dir = data.get("manual_dir") or None
+    synthetic = data.get("synthetic")
+    generate = None
+    if not manual_dir and synthetic is not None and synthetic.enabled:
+        from datasets import synthetic_me
+
+        manual_dir = synthetic.get("out_dir") or os.path.join(workdir, "synthetic", dataset)
+        generate = functools.partial(synthetic_me.generate, dataset=dataset, num_subjects=synthetic.num_subjects,
+                                     clips_per_subject=synthetic.clips_per_subject, seed=synthetic.seed,
+                                     show_progress=True, **dict(synthetic.get("generator_kwargs") or {}))
+    data_dir = data.get("data_dir") or os.path.join(workdir, "tfds")
+    try:
+        prepare.prepare_dataset(data.name, manual_dir=manual_dir, data_dir=data_dir, generate=generate)
+    except registry.DatasetError as e:
+        if manual_dir:
+            raise
+        raise registry.DatasetError(f"{e} (FDP configs: --config.data.manual_dir=PATH, or "
+                                    "--config.data.synthetic.enabled=True for a synthetic release)") from None
+    return input_pipeline.load_dataset(data.name, data_dir)
+
+
+# ------------------------------------------------------------------------------------------ model
+def compute_dtype(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> str:
+    """``config.compute_dtype``; 'auto' = float32 when the mesh's devices are CPUs, else bfloat16."""
+    wanted = config.get("compute_dtype", "auto")
+    if wanted != "auto":
+        return wanted
+    return "float32" if mesh.devices.flat[0].platform == "cpu" else "bfloat16"
+
+
+def make_init_state(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh) -> Callable[[jax.Array], train_steps.TrainState]:
+    """``init_state(rng)``: a fresh TrainState replicated on ``mesh``.
+
+    Every state shares one template's static fields (apply_fn, tx), which are part of the jit cache key: the
+    compiled steps are shared by all folds.
+    """
+    model = models.build_model(model_config)
+    init_variables = jax.jit(lambda rng: model.init({"params": rng}, models.dummy_clips(model.spec, 1),
+                                                    train=False))
+    opt = config.optimizer
+    template = jax.eval_shape(lambda: train_steps.create_train_state(
+        jax.random.key(0), model_config, optimizer=opt.name,
+        learning_rate=train_steps.learning_rate_schedule(opt, config.num_steps),
+        weight_decay=opt.weight_decay, variables=init_variables(jax.random.key(0))))
+
+    def init_state(rng: jax.Array) -> train_steps.TrainState:
+        variables = init_variables(rng)
+        state = template.replace(step=0, params=variables["params"], batch_stats=variables["batch_stats"],
+                                 opt_state=template.tx.init(variables["params"]))
+        return mesh_lib.replicate(state, mesh)
+
+    return init_state
+
+
+def fold_key(seed: int, fold_index: int) -> jax.Array:
+    """The PRNG key of fold ``fold_index`` (its fresh init and per-step rngs derive from it)."""
+    return jax.random.fold_in(jax.random.key(seed), fold_index)
+
+
+def selection_mode(config: ml_collections.ConfigDict) -> str:
+    """'test' (leaky, official), 'val' (best on a validation split of training subjects) or 'last'."""
+    if config.get("select_on_test", False):
+        return "test"
+    return "val" if config.data.get("validation_subjects", 0) else "last"
+
+
+# ------------------------------------------------------------------------------------------ predict
+def _to_host(x: Any) -> np.ndarray:
+    """A global (possibly multi-process) array or a per-process host array as one host numpy array."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def predict(eval_step: StepFn, state: Any, batches: Sequence[Batch], mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+    """``eval_step`` over padded batches; returns unpadded 'logits' (N, C), 'predictions' (N,), 'labels' (N,),
+    'di_pred' and 'di_target' (N, H, W), gathered to the host (all processes)."""
+    out: dict[str, list] = {"logits": [], "labels": [], "di_pred": [], "di_target": []}
+    for batch in batches:
+        outputs = eval_step(state, mesh_lib.shard_batch(batch, mesh))
+        keep = _to_host(batch["mask"]) > 0
+        di_target = _to_host(batch["di_target"]).astype(np.float32)
+        out["logits"].append(_to_host(outputs["logits"]).astype(np.float32)[keep])
+        out["di_pred"].append(_to_host(outputs["di_pred"]).astype(np.float32).reshape(di_target.shape)[keep])
+        out["labels"].append(_to_host(batch["label"])[keep])
+        out["di_target"].append(di_target[keep])
+    result = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
+    result["labels"] = result["labels"].astype(np.int64)
+    result["predictions"] = (np.argmax(result["logits"], axis=-1).astype(np.int64) if len(result["logits"])
+                             else np.zeros((0,), np.int64))
+    return result
+
+
+def _save_npz(path: str, **arrays: Any) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ one fold
+def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fold_dir: str, fold_index: int, *,
+               init_state: Callable[[jax.Array], Any], train_step: StepFn, frozen_bn_step: StepFn | None,
+               eval_step: StepFn, mesh: jax.sharding.Mesh,
+               writer: metric_writers.MetricWriter) -> dict[str, np.ndarray]:
+    """Trains one fold (resuming from ``fold_dir``/checkpoints) and returns the test outputs of its selected step
+    (see ``predict``) plus 'step'."""
+    subject = fold.info["test_subject"]
+    num_steps = int(config.num_steps)
+    steps_per_epoch = int(fold.info["steps_per_epoch"])
+    eval_every = int(config.eval_every) if config.eval_every > 0 else steps_per_epoch
+    mode = selection_mode(config)
+    init_key, step_key = jax.random.split(fold_key(config.seed, fold_index))
+    state = init_state(init_key)
+    train_iter = fold.train_iter
+    candidate: dict | None = None  # the best step so far: its step, score and test outputs
+    start = 0
+    ckpt = checkpointing.Checkpointer(os.path.join(fold_dir, "checkpoints"), max_to_keep=2,
+                                      async_save=config.get("async_checkpointing", True))
+    try:
+        restored = ckpt.restore_latest(state, mesh=mesh, data_iter=train_iter)
+        if restored is not None:
+            state, start = restored.state, int(restored.meta["step"])
+            train_iter = restored.data_iter if restored.data_iter is not None else train_iter
+            logging.info("Fold %s: resumed at step %d.", subject, start)
+            best = restored.meta.get("candidate_step")  # the best step as of that checkpoint
+            if best is not None:
+                candidate = dict(np.load(os.path.join(fold_dir, f"candidate_step{best}.npz")))
+        bar = progress.progress(total=num_steps, initial=start, desc=f"fold {subject}", leave=False, unit="step")
+        for step in range(start, num_steps):
+            batch = mesh_lib.shard_batch(next(train_iter), mesh)
+            # Official quirk: model.eval() is never undone, so epochs 2+ train with BN frozen.
+            step_fn = frozen_bn_step if frozen_bn_step is not None and step >= steps_per_epoch else train_step
+            state, step_metrics = step_fn(state, batch, jax.random.fold_in(step_key, step))
+            done = step + 1
+            if done % config.log_every == 0 or done == num_steps:
+                scalars = {k: float(v) for k, v in jax.device_get(dict(step_metrics)).items()}
+                writer.write_scalars(done, scalars, prefix=f"fold_{subject}/train")
+                bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.3f}")
+            if mode != "last" and (done % eval_every == 0 or done == num_steps):
+                scored = predict(eval_step, state, fold.test_batches if mode == "test" else fold.val_batches, mesh)
+                score = metrics.selection_score(scored["labels"], scored["predictions"], fold.info["num_classes"],
+                                                config.selection_metric)
+                writer.write_scalars(done, {"score": score}, prefix=f"fold_{subject}/select")
+                if candidate is None or score > float(candidate["score"]):
+                    test = scored if mode == "test" else predict(eval_step, state, fold.test_batches, mesh)
+                    candidate = {"step": np.int64(done), "score": np.float64(score), **test}
+                    _save_npz(os.path.join(fold_dir, f"candidate_step{done}.npz"), **candidate)
+            if done % config.checkpoint_every == 0 or done == num_steps:
+                # The final step is kept too: launch.fdp_predict loads it (with the fold's normalisation).
+                meta = {"step": done, "subject": subject, "class_names": fold.info["class_names"],
+                        "normalization": fold.info["normalization"]["train"],
+                        "candidate_step": None if candidate is None else int(candidate["step"])}
+                ckpt.save(done, state, data_iter=train_iter, meta=meta, force=done == num_steps)
+            bar.update(1)
+        bar.close()
+    finally:
+        ckpt.close()
+    if mode == "last":
+        return {**predict(eval_step, state, fold.test_batches, mesh), "step": np.int64(num_steps)}
+    return {k: v for k, v in candidate.items() if k != "score"}
+
+
+# ------------------------------------------------------------------------------------------ LOSO
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs the whole LOSO protocol of ``config`` in ``workdir`` (resuming what is there); returns the results
+    dict also written to results.json."""
+    started = time.time()
+    mode = selection_mode(config)
+    if mode != "last" and config.selection_metric not in metrics.SELECTION_METRICS:
+        raise ConfigError(f"config.selection_metric={config.selection_metric!r}; choose one of "
+                          f"{metrics.SELECTION_METRICS}.")
+    mesh_lib.maybe_initialize_distributed()
+    wd = workdir_lib.Workdir(os.path.abspath(workdir)).make()
+    workdir_lib.write_config(wd, config)
+    mesh = mesh_lib.make_data_mesh(config.get("num_devices") or None)
+    logging.info("%s", mesh_lib.describe(mesh))
+    mesh_lib.check_global_batch(config.batch_size, mesh)
+
+    # Data: every clip in memory; folds are index sets over it.
+    clips, dataset = load_data(config, wd.root)
+    try:
+        subjects = input_pipeline.protocol_subjects(dataset["subjects"], config.data.get("subjects") or None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    num_classes = dataset["num_classes"]
+
+    # Model and steps, compiled once for all folds.
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.num_classes = num_classes
+    model_config.dtype = compute_dtype(config, mesh)
+    init_state = make_init_state(config, model_config, mesh)
+    step_kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
+                       donate=config.get("donate_state", True))
+    train_step = train_steps.make_train_step(mesh, bn_train=True, **step_kwargs)
+    frozen_bn_step = (train_steps.make_train_step(mesh, bn_train=False, **step_kwargs)
+                      if config.get("eval_mode_after_first_epoch", False) else None)
+    eval_step = train_steps.make_eval_step(mesh)
+
+    # Folds: train, select, predict the held-out subject (finished folds are read back).
+    writer = metric_writers.MetricWriter(wd.root)
+    folds = []
+    try:
+        for fold_index, subject in enumerate(progress.progress(subjects, desc="LOSO folds", unit="fold")):
+            pred_path = wd.path("folds", subject, "predictions.npz")
+            if os.path.exists(pred_path):
+                outputs = dict(np.load(pred_path))
+                logging.info("Fold %s already finished: keeping its predictions.", subject)
+            else:
+                fold = input_pipeline.make_fold(clips, subject, config.data, seed=config.seed,
+                                                batch_size=config.batch_size)
+                fold_started = time.time()
+                os.makedirs(wd.path("folds", subject), exist_ok=True)
+                outputs = train_fold(config, fold, wd.path("folds", subject), fold_index, init_state=init_state,
+                                     train_step=train_step, frozen_bn_step=frozen_bn_step, eval_step=eval_step,
+                                     mesh=mesh, writer=writer)
+                outputs["wall_time_s"] = np.float64(time.time() - fold_started)
+                _save_npz(pred_path, **outputs)
+                fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]
+                writer.write_scalars(fold_index, {k: v for k, v in fold_scores.items() if k != "subject"},
+                                     prefix=f"fold_{subject}/test")
+                progress.summary(f"fold {subject}: {fold_scores['n']} test clips, accuracy "
+                                 f"{fold_scores.get('accuracy', float('nan')):.3f}, macro F1 "
+                                 f"{fold_scores.get('macro_f1', float('nan')):.3f} (step {int(outputs['step'])}), "
+                                 f"{float(outputs['wall_time_s']):.0f} s")
+            folds.append({"subject": subject, "selected_step": int(outputs["step"]), **outputs})
+    finally:
+        writer.close()
+
+    # Pooled report.
+    pooled = metrics.pooled_results(folds, num_classes)
+    records = metric_writers.read_jsonl(wd.path("metrics.jsonl")) if os.path.exists(wd.path("metrics.jsonl")) else []
+    plots = report.write_plots(wd.root, pooled, dataset["class_names"], folds, records)
+    results = {
+        "dataset": config.data.name,
+        "class_names": list(dataset["class_names"]),
+        "subjects": list(subjects),
+        "select_on_test": mode == "test",
+        "selection": {"last": f"last step of a fixed {config.num_steps}-step schedule",
+                      "val": f"best {config.selection_metric} on {config.data.validation_subjects} validation "
+                             "subjects drawn from the training subjects",
+                      "test": f"best {config.selection_metric} on the TEST subject (leaky, official code)"}[mode],
+        "pooled": pooled,
+        "mesh": mesh_lib.describe(mesh),
+        "wall_time_s": time.time() - started,
+        "config": config.to_dict(),
+        "plots": plots,
+    }
+    return report.write_results(wd.root, results, workdir_lib.code_version())
