@@ -11,6 +11,10 @@ length L the training outputs are ``y_0 .. y_{L-2}`` (the last output has no nex
 ``total = bce_next + lambda_r * bce_curr + lambda_w1 * w1 + lambda_w2 * w2`` (DKT: all lambdas 0).
 Means are pooled over every valid position of the batch (not per row), exactly as pyKT's ``cal_loss``.
 
+Packed rows (several students per row, ``segments`` (B, T): 1, 2, ... per student, 0 on padding): an output
+has a next-step target only when step t + 1 belongs to the same student, and a waviness pair only when both
+of its outputs do, so no term crosses a student boundary and every sum and count equals the unpacked one.
+
 Each term is returned as a ``(sum, count)`` pair so that data-parallel code can pool counts across
 devices before dividing (``pmap`` path), which keeps the loss and gradients identical to one device.
 """
@@ -30,19 +34,23 @@ def gather_skill(values: jax.Array, skills: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values, jnp.maximum(skills, 0)[..., None], axis=-1)[..., 0]
 
 
-def step_masks(lengths: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
+def step_masks(lengths: jax.Array, num_steps: int, segments: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
     """Masks over output positions: ``(out_mask (B, T-1), diff_mask (B, T-2))``.
 
-    ``out_mask[b, t]`` is True for t <= L_b - 2 (outputs with a next-step target);
-    ``diff_mask[b, t-1]`` is True for 1 <= t <= L_b - 2 (pairs of such outputs).
+    ``out_mask[b, t]`` is True for t <= L_b - 2 (outputs with a next-step target) and, with ``segments``
+    (B, T), step t + 1 in the same segment as step t; ``diff_mask[b, t-1]`` is True where outputs t - 1
+    and t both have one (for one student per row: 1 <= t <= L_b - 2).
     """
     t = jnp.arange(num_steps - 1)
     out_mask = t[None, :] < (lengths[:, None] - 1)
-    return out_mask, out_mask[:, 1:]
+    if segments is not None:
+        out_mask = out_mask & (segments[:, 1:] == segments[:, :-1])
+    return out_mask, out_mask[:, 1:] & out_mask[:, :-1]
 
 
-def loss_terms(logits: jax.Array, skills: jax.Array, correct: jax.Array,
-               lengths: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
+def loss_terms(logits: jax.Array, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
+               segments: jax.Array | None = None) -> dict[str, tuple[jax.Array, jax.Array]]:
     """Per-term ``(sum, count)`` over the batch.
 
     Args:
@@ -50,9 +58,10 @@ def loss_terms(logits: jax.Array, skills: jax.Array, correct: jax.Array,
       skills: (B, T) int skill ids (padding arbitrary).
       correct: (B, T) int 0/1.
       lengths: (B,) valid steps per row.
+      segments: optional (B, T) student number per step of packed rows (0 on padding).
     """
     num_skills = logits.shape[-1]
-    out_mask, diff_mask = step_masks(lengths, logits.shape[1])
+    out_mask, diff_mask = step_masks(lengths, logits.shape[1], segments)
     out_mask_f = out_mask.astype(logits.dtype)
     logits_out = logits[:, :-1]
     labels_next = correct[:, 1:].astype(logits.dtype)
@@ -85,8 +94,8 @@ def combine(terms: Mapping[str, tuple[jax.Array, jax.Array]], lambdas: Mapping[s
 
 
 def dkt_loss(logits: jax.Array, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
-             lambda_r: float = 0.0, lambda_w1: float = 0.0, lambda_w2: float = 0.0
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+             lambda_r: float = 0.0, lambda_w1: float = 0.0, lambda_w2: float = 0.0,
+             segments: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The DKT+ objective (a scalar) and its terms; DKT when all lambdas are 0."""
-    return combine(loss_terms(logits, skills, correct, lengths),
+    return combine(loss_terms(logits, skills, correct, lengths, segments),
                    {"r": lambda_r, "w1": lambda_w1, "w2": lambda_w2})

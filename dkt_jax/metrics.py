@@ -28,15 +28,18 @@ from dkt_jax.losses import gather_skill
 METRIC_NAMES = ("auc_n", "auc_c", "w1", "w2", "m1", "m2")
 
 
-def batch_statistics(probs: jax.Array, skills: jax.Array, correct: jax.Array,
-                     lengths: jax.Array) -> dict[str, jax.Array]:
+def batch_statistics(probs: jax.Array, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
+                     segments: jax.Array | None = None) -> dict[str, jax.Array]:
     """Per-batch metric pieces from predictions ``probs`` (B, T, M) in (0, 1).
 
+    ``segments`` (optional, (B, T)): packed rows; pairs (t, t + 1) of different students are left out.
     Returns arrays: ``next_pred/next_label/next_mask`` (B, T-1), ``curr_pred/curr_label`` (B, T-1)
     (same mask), and scalars ``w1_sum, w2_sum, m1_sum, m2_sum, n_steps``.
     """
     t = jnp.arange(probs.shape[1] - 1)
     out_mask = t[None, :] < (lengths[:, None] - 1)  # (B, T-1): t in [0, L-2]
+    if segments is not None:
+        out_mask = out_mask & (segments[:, 1:] == segments[:, :-1])
     pair_mask = out_mask.astype(probs.dtype)  # pair (t-1, t) for t in [1, L-1], indexed t-1
     diff = probs[:, 1:] - probs[:, :-1]  # (B, T-1, M), index t-1 <-> (y_t - y_{t-1})
     delta = gather_skill(diff, skills[:, 1:])  # (y_t - y_{t-1})[q_t]

@@ -17,6 +17,10 @@ Three interchangeable LSTM implementations, selected by ``lstm_impl``:
 All three compute the same function (``tests/test_dkt_model.py`` converts parameters and checks it).
 Padding is handled with ``seq_lengths``: the carry stops at each sequence's last valid step, so
 ``carry`` can be passed in and returned to process long sequences in chunks exactly.
+
+Packed rows (``segments``, ``'fused'`` only): several students share one row; ``segments[b, t]`` numbers
+the student of step t within the row (1, 2, ...; 0 on padding) and the LSTM state is reset to zero where it
+changes, so each student is computed exactly as in a row of its own (:func:`segment_resets`).
 """
 from __future__ import annotations
 
@@ -55,6 +59,12 @@ def reference_tf_projection(table: jax.Array, skills: jax.Array, correct: jax.Ar
     return jnp.take(table, q, axis=0) + second * jnp.take(table, q + num_skills, axis=0)
 
 
+def segment_resets(segments: jax.Array) -> jax.Array:
+    """(B, T) segment ids -> (B, T) bool, True where a new segment starts after step 0 (state reset)."""
+    change = segments[:, 1:] != segments[:, :-1]
+    return jnp.concatenate([jnp.zeros_like(change[:, :1]), change], axis=1)
+
+
 def zero_carry(batch_size: int, hidden_size: int, dtype: Any = jnp.float32) -> Carry:
     """The initial LSTM state ``(c, h)``, zeros of shape (B, H)."""
     z = jnp.zeros((batch_size, hidden_size), dtype)
@@ -79,13 +89,16 @@ class FusedLSTM(nn.Module):
     unroll: int = 1
 
     @nn.compact
-    def __call__(self, gate_inputs: jax.Array, carry: Carry, lengths: jax.Array) -> tuple[Carry, jax.Array]:
-        """gate_inputs (B, T, 4H), carry (c, h), lengths (B,) -> (final carry, hs (B, T, H))."""
+    def __call__(self, gate_inputs: jax.Array, carry: Carry, lengths: jax.Array,
+                 segments: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+        """gate_inputs (B, T, 4H), carry (c, h), lengths (B,), segments (B, T) or None
+        -> (final carry, hs (B, T, H))."""
         kernel = self.param("recurrent_kernel", _recurrent_init(nn.initializers.orthogonal()),
                             (self.features, 4 * self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (4 * self.features,))
         mask = jnp.arange(gate_inputs.shape[1])[:, None] < lengths[None, :]  # (T, B)
-        hs, carry = masked_lstm(jnp.swapaxes(gate_inputs, 0, 1), kernel, bias, mask, carry[0], carry[1],
+        reset = None if segments is None else jnp.swapaxes(segment_resets(segments), 0, 1)
+        hs, carry = masked_lstm(jnp.swapaxes(gate_inputs, 0, 1), kernel, bias, mask, reset, carry[0], carry[1],
                                 self.unroll)
         return carry, jnp.swapaxes(hs, 0, 1)
 
@@ -150,7 +163,7 @@ class DKT(nn.Module):
     @nn.compact
     def __call__(self, skills: jax.Array, correct: jax.Array, lengths: jax.Array,
                  carry: Carry | None = None, *, train: bool = False,
-                 return_carry: bool = True) -> tuple[Carry | None, jax.Array]:
+                 return_carry: bool = True, segments: jax.Array | None = None) -> tuple[Carry | None, jax.Array]:
         """Runs the model.
 
         Args:
@@ -161,6 +174,8 @@ class DKT(nn.Module):
           train: enables dropout (needs a ``'dropout'`` rng).
           return_carry: when False (training), the final carry is not tracked (returns None): the scan
             then skips the per-step carry history that ``nn.RNN`` keeps to pick each row's last state.
+          segments: optional (B, T) int student number per step of packed rows (0 on padding); the LSTM
+            state is reset where it changes. ``lstm_impl='fused'`` only.
 
         Returns:
           ``(final_carry, logits)``: carry after each row's last valid step, logits (B, T, M) whose
@@ -173,6 +188,8 @@ class DKT(nn.Module):
             raise ValueError("model.encoding='reference_tf' needs lstm_impl 'fused' or 'hoisted'")
         if self.lstm_impl not in ("fused", "hoisted", "flax"):
             raise ValueError(f"model.lstm_impl must be 'fused', 'hoisted' or 'flax', got {self.lstm_impl!r}")
+        if segments is not None and self.lstm_impl != "fused":
+            raise ValueError("packed rows (segments) need model.lstm_impl='fused'")
         idx = input_index(skills, correct, m)
         batch = skills.shape[0]
         if carry is None:
@@ -198,7 +215,7 @@ class DKT(nn.Module):
             else:
                 gate_inputs = jnp.take(table, idx, axis=0)  # (B, T, 4H)
             if self.lstm_impl == "fused":  # masked scan: exact carry for any length, incl. 0
-                carry, hs = FusedLSTM(hdim, self.unroll, name="lstm")(gate_inputs, carry, lengths)
+                carry, hs = FusedLSTM(hdim, self.unroll, name="lstm")(gate_inputs, carry, lengths, segments)
                 return (carry if return_carry else None), self._readout(hs, train)
             rnn = nn.RNN(HoistedLSTMCell(hdim, name="lstm"), unroll=self.unroll)
             carry, hs = rnn(gate_inputs, initial_carry=carry, **rnn_kw)

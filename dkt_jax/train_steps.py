@@ -3,7 +3,8 @@ pmap variants, and full-history evaluation.
 
 Batch contract (host numpy or global jax arrays)::
 
-    {'skills': int32 (B, T), 'correct': int32 (B, T), 'lengths': int32 (B,)}
+    {'skills': int32 (B, T), 'correct': int32 (B, T), 'lengths': int32 (B,)
+     [, 'segments': int32 (B, T) for packed rows: student number per step, 0 on padding]}
 
 ``train_step(state, batch, rng) -> (state, metrics)`` with metrics ``loss, grad_norm`` and the loss terms'
 means (``bce, r, w1, w2``). ``evaluate(params, seqs, ...)`` gives the dkt_spec metrics (AUC(N), AUC(C), w1,
@@ -71,9 +72,10 @@ def loss_fn(params: Any, batch: Mapping[str, jax.Array], rng: jax.Array, *, mode
             lambdas: Mapping[str, float], axis_name: str | None = None) -> tuple[jax.Array, dict]:
     """Scalar objective for one (local) batch. With ``axis_name`` the counts are pooled over devices,
     so ``psum`` of this loss (and of its gradient) equals the single-device value."""
+    segments = batch.get("segments")
     _, logits = model.apply({"params": params}, batch["skills"], batch["correct"], batch["lengths"],
-                            train=True, return_carry=False, rngs={"dropout": rng})
-    terms = losses.loss_terms(logits, batch["skills"], batch["correct"], batch["lengths"])
+                            train=True, return_carry=False, segments=segments, rngs={"dropout": rng})
+    terms = losses.loss_terms(logits, batch["skills"], batch["correct"], batch["lengths"], segments)
     if axis_name is not None:
         terms = {k: (s, jax.lax.psum(n, axis_name)) for k, (s, n) in terms.items()}
     return losses.combine(terms, lambdas)

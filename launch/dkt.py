@@ -5,7 +5,8 @@ r"""Train and evaluate DKT / DKT+.
 
 The workdir receives checkpoints/ (resumed on re-run), metrics.jsonl + tensorboard/, results.json,
 report.md (AUC(N), AUC(C), w1, w2, m1, m2 [+ oracle and Bayes-optimal AUC on simulated5]),
-best_params.msgpack and plots/{knowledge_state,training}.png.
+best_params.msgpack and plots/{knowledge_state,training}.png. Training packs several students per row
+(``config.packing='auto'``, LSTM state reset per student) wherever that cuts the rows by 1.1x or more.
 """
 from __future__ import annotations
 

@@ -38,7 +38,9 @@ SUMMARY_KEYS = ("train_loss", "val_auc_n", "val_auc_c", "val_w1", "val_w2")  # t
 
 
 _CHOICES = {"model.encoding": ("onehot", "embedding", "reference_tf"), "model.lstm_impl": ("fused", "hoisted", "flax"),
-            "clip": ("global_norm", "per_tensor", "none"), "parallelism": ("jit", "pmap")}
+            "clip": ("global_norm", "per_tensor", "none"), "parallelism": ("jit", "pmap"),
+            "packing": ("auto", "on", "off")}
+PACK_MIN_GAIN = 1.1  # packing="auto" packs when it cuts the training rows (the LSTM work) by this factor
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -89,6 +91,23 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> ip.Splits:
     return ip.read_splits(builder, config.get("train_split", "train"), config.get("test_split", "test"))
 
 
+def training_rows(chunks: ip.ChunkTable, config: ml_collections.ConfigDict) -> ip.ChunkTable | ip.PackedTable:
+    """The training rows: ``chunks`` or, per ``config.packing``, several chunks packed per row.
+
+    'auto' packs (with ``lstm_impl='fused'``) when it cuts the rows, i.e. the LSTM work per epoch, by
+    ``PACK_MIN_GAIN`` or more; 'on' always packs; 'off' never does.
+    """
+    mode = config.get("packing", "off")
+    if mode == "off" or (mode == "auto" and config.model.lstm_impl != "fused"):
+        return chunks
+    if config.model.lstm_impl != "fused":
+        raise ConfigError("config.packing='on' needs config.model.lstm_impl='fused'.")
+    packed = ip.pack_chunks(chunks, config.seed)
+    if mode == "auto" and len(packed) * PACK_MIN_GAIN > len(chunks):
+        return chunks
+    return packed
+
+
 def _checkpoint_payload(state: train_steps.TrainState, best_params: Any) -> dict:
     return {"state": state, "best_params": best_params}
 
@@ -115,10 +134,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Data: validation students carved from train, pyKT chunks, a checkpointable grain iterator.
     train_seqs, val_seqs = ip.split_train_validation(data.train, config.val_fraction, config.seed)
     chunks = ip.make_chunks(train_seqs, config.max_len, config.min_len)
-    ds, steps_per_epoch = ip.train_dataset(chunks, config.batch_size, config.seed)
+    rows = training_rows(chunks, config)
+    ds, steps_per_epoch = ip.train_dataset(rows, config.batch_size, config.seed)
     data_iter = iter(ds)
-    logging.info("train %d students -> %d chunks of <= %d steps (%d steps/epoch); validation %d; test %d",
-                 len(train_seqs), len(chunks), config.max_len, steps_per_epoch, len(val_seqs), len(data.test))
+    packed = isinstance(rows, ip.PackedTable)
+    logging.info("train %d students -> %d chunks of <= %d steps (%.0f%% real steps)%s (%d steps/epoch); "
+                 "validation %d; test %d", len(train_seqs), len(chunks), config.max_len,
+                 100 * ip.fill_ratio(chunks), f" packed into {len(rows)} rows ({100 * ip.fill_ratio(rows):.0f}%)"
+                 if packed else "", steps_per_epoch, len(val_seqs), len(data.test))
 
     # State: fresh, or restored with the best parameters and the iterator.
     model = dkt_jax.model_from_config(config.model)
@@ -156,6 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     guard = DivergenceGuard(config.max_loss)
     while epoch < config.num_epochs and not meta["stopped"]:
         bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.num_epochs}", leave=False)
+        t_epoch = time.time()
         sums: dict[str, Any] = {}
         for i in bar:
             state, out = step_fn(state, next(data_iter), rng_train)
@@ -164,9 +188,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 sums[k] = sums.get(k, 0.0) + v
         guard.check()  # a diverged epoch is neither evaluated nor checkpointed
         train_out = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
+        epoch_s = time.time() - t_epoch  # after device_get: every step of the epoch has finished
         plain = train_steps.from_pmap_state(state) if config.parallelism == "pmap" else state
         epoch += 1
-        row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_out.items()}}
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_out.items()}, "train_epoch_s": epoch_s}
         if len(val_seqs):  # early stopping on validation AUC(N)
             val = train_steps.evaluate(plain.params, val_seqs, data.num_skills, desc="validation", **eval_kw)
             row.update({f"val_{k}": v for k, v in val.items()})
@@ -199,7 +224,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                "num_skills": data.num_skills, "dataset": config.dataset,
                "lambdas": lambdas, "num_train_students": len(train_seqs),
                "num_val_students": len(val_seqs), "num_test_students": len(test_seqs),
-               "mesh": mesh_lib.describe(mesh), "parallelism": config.parallelism}
+               "mesh": mesh_lib.describe(mesh), "parallelism": config.parallelism,
+               "packed": packed, "train_rows": len(rows), "train_chunks": len(chunks),
+               "train_fill_ratio": ip.fill_ratio(rows), "steps_per_epoch": steps_per_epoch}
     writer.write_scalars(int(meta["epoch"]), {f"test_{k}": v for k, v in test.items()})
     writer.close()
     if jax.process_index() == 0:

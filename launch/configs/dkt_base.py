@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict({"lambda_r": 0.0, "lambda_w1": 0.0, "lambda_w2": 0.0})
 
     c.max_len = 200                   # training chunk length (pyKT); remainders < min_len dropped
+    c.packing = "auto"                # several chunks per row, state reset per student: 'auto' (when it
+                                      #   cuts the rows by >= 1.1x), 'on' or 'off' (one chunk per row)
     c.min_len = 3
     c.batch_size = 32
     c.learning_rate = 1e-2
