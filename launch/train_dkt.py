@@ -126,7 +126,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     wd = Workdir(workdir).make()
     data = ip.splits_from_sources(dict(sources)) if sources is not None else load_data(config, wd.root)
     config.model.num_skills = data.num_skills
-    write_config(wd, config)
     mesh = mesh_lib.make_data_mesh(config.get("num_devices") or None)
     logging.info(mesh_lib.describe(mesh))
     mesh_lib.check_global_batch(config.batch_size, mesh)
@@ -158,6 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         logging.info("Resumed from step %d (epoch %d).", restored.step, meta["epoch"])
     else:
         state, best_params = mesh_lib.replicate((state, best_params), mesh)
+    write_config(wd, config)  # after the restore: a checkpoint of another model leaves the workdir as it was
 
     # Steps: jit over the mesh (batch split along 'data'), or pmap.
     lambdas = train_steps.lambdas_from(config)
@@ -168,8 +168,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         jitted = train_steps.make_train_step(model, tuple(sorted(lambdas.items())), mesh)
         step_fn = lambda s, batch, rng: jitted(s, mesh_lib.shard_batch(batch, mesh), rng)  # noqa: E731
+    # Evaluation: split over this process's mesh when there is one process; with several, every process
+    # evaluates all sequences on its own copy of the parameters (mesh_lib.local_copy), so all agree.
     shard = None
-    if config.eval_batch_size % mesh.devices.size == 0:
+    if jax.process_count() == 1 and config.eval_batch_size % mesh.devices.size == 0:
         shard = functools.partial(mesh_lib.shard_batch, mesh=mesh)
     eval_kw = dict(batch_size=config.eval_batch_size, chunk_len=config.eval_chunk_len, shard=shard)
 
@@ -187,13 +189,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v
         guard.check()  # a diverged epoch is neither evaluated nor checkpointed
-        train_out = {k: float(v) / steps_per_epoch for k, v in jax.device_get(sums).items()}
+        sums = jax.device_get(mesh_lib.local_copy(sums))
+        train_out = {k: float(v) / steps_per_epoch for k, v in sums.items()}
         epoch_s = time.time() - t_epoch  # after device_get: every step of the epoch has finished
         plain = train_steps.from_pmap_state(state) if config.parallelism == "pmap" else state
         epoch += 1
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_out.items()}, "train_epoch_s": epoch_s}
         if len(val_seqs):  # early stopping on validation AUC(N)
-            val = train_steps.evaluate(plain.params, val_seqs, data.num_skills, desc="validation", **eval_kw)
+            val = train_steps.evaluate(mesh_lib.local_copy(plain.params), val_seqs, data.num_skills,
+                                       desc="validation", **eval_kw)
             row.update({f"val_{k}": v for k, v in val.items()})
             if val["auc_n"] > meta["best_val_auc"] + config.min_delta:
                 meta.update(best_val_auc=val["auc_n"], best_epoch=epoch, bad_epochs=0)
@@ -206,17 +210,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             best_params = jax.tree.map(jnp.copy, plain.params)
         meta["epoch"] = epoch
         meta["history"].append(row)
-        writer.write_scalars(int(plain.step), row)
+        step = int(mesh_lib.local_copy(plain.step))
+        writer.write_scalars(step, row)
         summary(f"epoch {epoch}/{config.num_epochs}: " + " ".join(
             f"{k}={v:.4f}" for k, v in row.items() if k in SUMMARY_KEYS and isinstance(v, float)))
-        ckpt.save(int(plain.step), _checkpoint_payload(plain, best_params), data_iter=data_iter, meta=meta,
+        ckpt.save(step, _checkpoint_payload(plain, best_params), data_iter=data_iter, meta=meta,
                   force=True)
     ckpt.close()
     train_time = time.time() - t_train
 
     # Test metrics of the best epoch, and the report.
     test_seqs = data.test if config.get("evaluate_test", True) else data.test.subset([])
-    test = (train_steps.evaluate(best_params, test_seqs, data.num_skills, desc="test", **eval_kw) if len(test_seqs)
+    best_local = mesh_lib.local_copy(best_params)
+    test = (train_steps.evaluate(best_local, test_seqs, data.num_skills, desc="test", **eval_kw) if len(test_seqs)
             else {k: float("nan") for k in metrics.METRIC_NAMES} | {"num_targets": 0})
     results = {"test": test, **metrics.reference_aucs(test_seqs), "best_epoch": meta["best_epoch"],
                "epochs_run": meta["epoch"], "best_val_auc_n": meta["best_val_auc"],
@@ -231,12 +237,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     if jax.process_index() == 0:
         with open(wd.path(PARAMS_FILE), "wb") as f:
-            f.write(flax.serialization.to_bytes(jax.device_get(best_params)))
+            f.write(flax.serialization.to_bytes(jax.device_get(best_local)))
         with open(wd.path("results.json"), "w", encoding="utf-8") as f:
             json.dump({**results, "history": meta["history"]}, f, indent=2, default=float)
         with open(wd.path("report.md"), "w", encoding="utf-8") as f:
             f.write(report.results_table(results) + "\n")
-        report.write_plots(wd.plots, best_params, test_seqs, meta["history"], config)
+        report.write_plots(wd.plots, best_local, test_seqs, meta["history"], config)
     return results
 
 

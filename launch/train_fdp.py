@@ -18,6 +18,7 @@ subject; the report labels such results as leaky.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from datasets import prepare, registry
 from fdp_jax import input_pipeline, metrics, models, report, train_steps
 from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
 from launch.runtime.cli import ConfigError
+from launch.runtime.guard import DEFAULT_MAX_LOSS, DivergenceGuard
 
 Batch = Mapping[str, np.ndarray]
 StepFn = Callable[..., Any]
@@ -176,13 +178,16 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
             if best is not None:
                 candidate = dict(np.load(os.path.join(fold_dir, f"candidate_step{best}.npz")))
         bar = progress.progress(total=num_steps, initial=start, desc=f"fold {subject}", leave=False, unit="step")
+        guard = DivergenceGuard(config.get("max_loss", DEFAULT_MAX_LOSS), where=f"fold {subject}")
         for step in range(start, num_steps):
             batch = mesh_lib.shard_batch(next(train_iter), mesh)
             # Official quirk: model.eval() is never undone, so epochs 2+ train with BN frozen.
             step_fn = frozen_bn_step if frozen_bn_step is not None and step >= steps_per_epoch else train_step
             state, step_metrics = step_fn(state, batch, jax.random.fold_in(step_key, step))
             done = step + 1
+            guard.update(done, step_metrics)  # on device; read at the logging / checkpoint cadence
             if done % config.log_every == 0 or done == num_steps:
+                guard.check()
                 scalars = {k: float(v) for k, v in jax.device_get(dict(step_metrics)).items()}
                 writer.write_scalars(done, scalars, prefix=f"fold_{subject}/train")
                 bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.3f}")
@@ -196,6 +201,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
                     candidate = {"step": np.int64(done), "score": np.float64(score), **test}
                     _save_npz(os.path.join(fold_dir, f"candidate_step{done}.npz"), **candidate)
             if done % config.checkpoint_every == 0 or done == num_steps:
+                guard.check()  # only good states are saved
                 # The final step is kept too: launch.fdp_predict loads it (with the fold's normalisation).
                 meta = {"step": done, "subject": subject, "class_names": fold.info["class_names"],
                         "normalization": fold.info["normalization"]["train"],
@@ -211,17 +217,37 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
 
 
 # ------------------------------------------------------------------------------------------ LOSO
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks types and ranges of the launch.fdp fields up front (``ConfigError`` names the field)."""
+    if selection_mode(config) != "last" and config.selection_metric not in metrics.SELECTION_METRICS:
+        raise ConfigError(f"config.selection_metric={config.selection_metric!r}; choose one of "
+                          f"{metrics.SELECTION_METRICS}.")
+    for field in ("batch_size", "num_steps", "log_every", "checkpoint_every"):
+        if not isinstance(config.get(field), int) or config.get(field) <= 0:
+            raise ConfigError(f"config.{field} must be a positive int, got {config.get(field)!r}.")
+    if not isinstance(config.get("eval_every", 0), int) or config.get("eval_every", 0) < 0:
+        raise ConfigError(f"config.eval_every must be an int >= 0, got {config.get('eval_every')!r}.")
+    ranges = {"optimizer.learning_rate": (config.optimizer.learning_rate, 0.0, math.inf, "> 0"),
+              "optimizer.weight_decay": (config.optimizer.get("weight_decay", 0.0), -1e-12, math.inf, ">= 0"),
+              "loss.ce_weight": (config.loss.ce_weight, -1e-12, math.inf, ">= 0"),
+              "loss.di_weight": (config.loss.di_weight, -1e-12, math.inf, ">= 0"),
+              "max_loss": (config.get("max_loss", DEFAULT_MAX_LOSS), 0.0, math.inf, "> 0"),
+              **{f"model.{k}": (config.model.get(k, 0.0), -1e-12, 1.0, "in [0, 1)")
+                 for k in ("drop", "attn_drop", "path_dropout")}}
+    for field, (value, low, high, text) in ranges.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low < value < high):
+            raise ConfigError(f"config.{field} must be {text}, got {value!r}.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs the whole LOSO protocol of ``config`` in ``workdir`` (resuming what is there); returns the results
     dict also written to results.json."""
     started = time.time()
+    config = ml_collections.ConfigDict(config.to_dict())  # unlocked private copy (num_classes is set below)
+    validate_config(config)
     mode = selection_mode(config)
-    if mode != "last" and config.selection_metric not in metrics.SELECTION_METRICS:
-        raise ConfigError(f"config.selection_metric={config.selection_metric!r}; choose one of "
-                          f"{metrics.SELECTION_METRICS}.")
     mesh_lib.maybe_initialize_distributed()
     wd = workdir_lib.Workdir(os.path.abspath(workdir)).make()
-    workdir_lib.write_config(wd, config)
     mesh = mesh_lib.make_data_mesh(config.get("num_devices") or None)
     logging.info("%s", mesh_lib.describe(mesh))
     mesh_lib.check_global_batch(config.batch_size, mesh)
@@ -233,6 +259,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     num_classes = dataset["num_classes"]
+    if config.model.get("num_classes") not in (None, num_classes):  # the data decide; config.json records it
+        logging.warning("config.model.num_classes=%s but %s has %d classes: using %d.", config.model.num_classes,
+                        config.data.name, num_classes, num_classes)
+    config.model.num_classes = num_classes
+    workdir_lib.write_config(wd, config)
 
     # Model and steps, compiled once for all folds.
     model_config = ml_collections.ConfigDict(config.model.to_dict())

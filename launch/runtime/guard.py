@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from launch.runtime.mesh import local_copy
+
 DEFAULT_MAX_LOSS = 1e6
 WATCHED = ("loss", "grad_norm")  # a step is bad when one of these is non-finite or the loss > max_loss
 
@@ -53,7 +55,7 @@ class DivergenceGuard:
 
     def update(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Folds one step's scalar metrics (must hold 'loss') into the on-device record."""
-        metrics = {k: v for k, v in metrics.items() if np.ndim(v) == 0}
+        metrics = {k: v for k, v in local_copy(metrics).items() if np.ndim(v) == 0}
         if self._record is None:
             self._record = {"bad": jnp.array(False), "step": jnp.array(-1, jnp.int32),
                             "metrics": {k: jnp.float32(0) for k in metrics}}
