@@ -543,6 +543,7 @@ class LauncherCase:
 
 DKT_TINY = "--config=launch/configs/dkt_tiny.py"
 STEM_TINY = "--config=launch/configs/stem_tiny.py"
+FDP_TINY = "--config=launch/configs/fdp_tiny.py"
 LAUNCHER_CASES = [
     LauncherCase("dkt-unknown-field", "launch.dkt", (DKT_TINY, "--config.foo=1"), ("unknown config field 'foo'",), 2),
     LauncherCase("dkt-typo-close-names", "launch.dkt", (DKT_TINY, "--config.model.hiden_size=3"),
@@ -563,6 +564,14 @@ LAUNCHER_CASES = [
                  ("config.loss.lambda_w2 must be >= 0",), 1),
     LauncherCase("dkt-unknown-dataset", "launch.dkt", (DKT_TINY, "--config.dataset=nope"),
                  ("Unknown dataset 'nope'",), 1),
+    LauncherCase("fdp-unknown-field", "launch.fdp", (FDP_TINY, "--config.optimizer.lr=1"),
+                 ("unknown config field 'optimizer.lr'", "optimizer.learning_rate"), 2),
+    LauncherCase("fdp-batch-size-0", "launch.fdp", (FDP_TINY, "--config.batch_size=0"),
+                 ("config.batch_size must be a positive int",), 1),
+    LauncherCase("fdp-nan-learning-rate", "launch.fdp", (FDP_TINY, "--config.optimizer.learning_rate=nan"),
+                 ("config.optimizer.learning_rate must be > 0",), 1),
+    LauncherCase("fdp-path-dropout-1.5", "launch.fdp", (FDP_TINY, "--config.model.path_dropout=1.5"),
+                 ("config.model.path_dropout must be in [0, 1)",), 1),
     LauncherCase("stem-one-outer-fold", "launch.stem", (STEM_TINY, "--config.sklearn.outer_folds=1"),
                  ("config.sklearn.outer_folds must be an int >= 2",), 1),
     LauncherCase("stem-nan-kt-learning-rate", "launch.stem", (STEM_TINY, "--config.dkt.learning_rate=nan"),
@@ -626,3 +635,15 @@ def test_dkt_divergence_and_resume_with_another_model_shape(tmp_path):
     assert [json.load(open(p)) for p in kept] == [before]
     steps = [d for d in os.listdir(os.path.join(wd, "checkpoints")) if d.isdigit()]
     assert len(steps) == 1  # only the good run's checkpoint: the diverged epoch was not saved
+
+
+def test_fdp_divergence_names_the_fold_and_writes_no_report(tmp_path):
+    """Before the guard, this run exited 0 with a report of NaN logits (every prediction class 0)."""
+    wd = tmp_path / "wd"
+    proc = _launch("launch.fdp", FDP_TINY, "--config.optimizer.learning_rate=1e30", "--config.model.num_classes=3",
+                   f"--workdir={wd}")
+    line = _assert_launcher_error(proc, "launch.fdp", ("training diverged at fold ", "step "), 1)
+    assert "ce=" in line and "mse=" in line
+    assert not (wd / "results.json").exists() and not (wd / "report.md").exists()
+    config = json.load(open(wd / "config.json"))["config"]
+    assert config["model"]["num_classes"] == 5  # the data's 5 classes, not the config's 3
