@@ -241,8 +241,10 @@ def train_dataset(clips: ClipTable, indices: np.ndarray, config: ml_collections.
                   batch_size: int, normalizer: Normalizer) -> grain.IterDataset:
     """Infinite shuffled (reshuffled every epoch), augmented, normalised batches of this process's shard."""
     shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    ds = grain.MapDataset.source(np.asarray(indices, np.int64)).seed(seed)
-    ds = ds[shard.shard_index::shard.shard_count].shuffle().map(Fetch(clips))
+    # Shuffle all clips, then take this process's strided share: global batch k holds the same clips with any
+    # number of processes (one process: the same order as without sharding).
+    ds = grain.MapDataset.source(np.asarray(indices, np.int64)).seed(seed).shuffle()
+    ds = ds[shard.shard_index::shard.shard_count].map(Fetch(clips))
     if config.augment:
         ds = ds.random_map(Augment(config.crop_padding, config.flip, config.brightness, config.contrast))
     ds = ds.map(Normalize(normalizer)).repeat(None).batch(_local_batch(batch_size), drop_remainder=True)

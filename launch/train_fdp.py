@@ -144,6 +144,9 @@ def predict(eval_step: StepFn, state: Any, batches: Sequence[Batch], mesh: jax.s
 
 
 def _save_npz(path: str, **arrays: Any) -> None:
+    """Atomic ``np.savez``, by process 0 only (every process holds the same gathered arrays)."""
+    if jax.process_index() != 0:
+        return
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -188,7 +191,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
             guard.update(done, step_metrics)  # on device; read at the logging / checkpoint cadence
             if done % config.log_every == 0 or done == num_steps:
                 guard.check()
-                scalars = {k: float(v) for k, v in jax.device_get(dict(step_metrics)).items()}
+                scalars = {k: float(v) for k, v in jax.device_get(mesh_lib.local_copy(dict(step_metrics))).items()}
                 writer.write_scalars(done, scalars, prefix=f"fold_{subject}/train")
                 bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.3f}")
             if mode != "last" and (done % eval_every == 0 or done == num_steps):
@@ -310,7 +313,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Pooled report.
     pooled = metrics.pooled_results(folds, num_classes)
     records = metric_writers.read_jsonl(wd.path("metrics.jsonl")) if os.path.exists(wd.path("metrics.jsonl")) else []
-    plots = report.write_plots(wd.root, pooled, dataset["class_names"], folds, records)
+    plots = (report.write_plots(wd.root, pooled, dataset["class_names"], folds, records)
+             if jax.process_index() == 0 else {})
     results = {
         "dataset": config.data.name,
         "class_names": list(dataset["class_names"]),
@@ -326,4 +330,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "config": config.to_dict(),
         "plots": plots,
     }
+    if jax.process_index() != 0:
+        return results
     return report.write_results(wd.root, results, workdir_lib.code_version())

@@ -82,3 +82,28 @@ def test_two_processes_write_once(dkt_runs):
     assert epochs == [1, 2]  # one row per epoch, not one per process
     steps = sorted(int(d) for d in os.listdir(os.path.join(two, "checkpoints")) if d.isdigit())
     assert len(steps) == 2  # keep_checkpoints = 2, saved together
+
+
+def test_fdp_fold_two_processes_match_one(tmp_path):
+    """One LOSO fold of the tiny FDP config (DropPath off: its per-example masks follow batch positions).
+
+    Learning rate 1e-5 as in tests/test_fdp_steps.py's device-count parity: Adam turns the rounding-level
+    gradient differences of BN-cancelled parameters (the global batch's rows come in another order) into
+    lr-sized steps, so at 1e-3 the two runs drift apart by ~1% after a few steps."""
+    flags = ["--config=launch/configs/fdp_tiny.py", "--config.model.path_dropout=0.0",
+             "--config.optimizer.learning_rate=1e-5",
+             "--config.data.subjects=('sub01',)", f"--config.data.synthetic.out_dir={tmp_path / 'raw'}",
+             f"--config.data.data_dir={tmp_path / 'tfds'}"]
+    run_processes("launch.fdp", flags, str(tmp_path / "one"), 1)
+    run_processes("launch.fdp", flags, str(tmp_path / "two"), 2)
+    r1 = json.load(open(tmp_path / "one" / "results.json"))
+    r2 = json.load(open(tmp_path / "two" / "results.json"))
+    assert "2 process(es)" in r2["mesh"]
+    p1 = np.load(tmp_path / "one" / "folds" / "sub01" / "predictions.npz")
+    p2 = np.load(tmp_path / "two" / "folds" / "sub01" / "predictions.npz")
+    np.testing.assert_array_equal(p2["labels"], p1["labels"])
+    np.testing.assert_allclose(p2["logits"], p1["logits"], rtol=2e-3, atol=2e-3 * np.abs(p1["logits"]).max())
+    np.testing.assert_allclose(r2["pooled"]["di_mse"], r1["pooled"]["di_mse"], rtol=2e-3)
+    rows = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    train_rows = [r for r in rows if r.get("prefix") == "fold_sub01/train"]
+    assert len(train_rows) == 3  # num_steps=3, log_every=1: one row per step, not one per process
