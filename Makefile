@@ -30,8 +30,9 @@ demo-dkt: $(STAMP)
 demo-stem: $(STAMP)
 	$(BIN)/python -m launch.stem --config=launch/configs/stem_synthetic.py --workdir=$(WORKDIR)/stem_synthetic
 
-# The whole test suite (what CI runs).
+# The whole test suite (what CI runs): ruff first (its config in pyproject.toml bans the upward imports), then pytest.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

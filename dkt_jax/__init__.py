@@ -15,6 +15,7 @@ so ``apply``/``knowledge_states`` need only ``params``. All three work under ``j
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
@@ -39,10 +40,17 @@ def model_from_config(config: Mapping[str, Any] | Any) -> DKT:
 
 
 def init(rng: jax.Array, config: Mapping[str, Any] | Any) -> dict:
-    """Initial parameters (a pytree) for the model described by ``config``."""
-    model = model_from_config(config)
-    dummy = jnp.zeros((1, 2), jnp.int32)
-    return model.init(rng, dummy, dummy, jnp.array([2], jnp.int32))["params"]
+    """Initial parameters (a pytree) for the model described by ``config``: one compiled program per model,
+    cached for the process (not op by op)."""
+    return _jitted_init(model_from_config(config))(rng)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: DKT) -> Callable[[jax.Array], dict]:
+    def init_params(rng: jax.Array) -> dict:
+        dummy = jnp.zeros((1, 2), jnp.int32)
+        return model.init(rng, dummy, dummy, jnp.array([2], jnp.int32))["params"]
+    return jax.jit(init_params)
 
 
 def _model_for(params: Mapping[str, Any]) -> DKT:

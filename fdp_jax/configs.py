@@ -15,6 +15,14 @@ switch here (one code path, no copies):
 4096-d projection): 'flatten' feeds the final feature map's positions to the projection instead (NOT in the
 paper; the CPU demo uses it, docs/fdp_training.md).
 
+`platform` (default 'generic'): which code paths the maths takes, chosen by the caller, never from the running
+backend (a step lowered for GPU/TPU from a CPU host must not carry CPU-only paths). 'generic', 'gpu' and 'tpu':
+the portable XLA path (plain ``nn.Conv`` convolutions, ``nn.remat``, no scheduling tricks); 'cpu': the paths
+measured faster / leaner on XLA:CPU (matmul/Winograd/chunked-weight-gradient convolutions, im2col grouped
+convolutions, :func:`fdp_jax.lean_vjp.remat_after_cotangent`, recomputations pinned after the cotangent),
+all inside ``jax.named_scope('cpu_...')`` so a lowering can be checked for them. Launchers set it from the
+mesh with :func:`with_platform`.
+
 `remat` (both modes, default False): with `per_frame_encoder` the frame loop becomes a rolled scan that
 recomputes one frame at a time in the backward pass (low memory, slow on XLA:CPU); without it the encoder
 blocks of `remat_stages` (default all four) are recomputed in the backward pass (on XLA:CPU with
@@ -29,6 +37,8 @@ import ml_collections
 
 SIZES = ("full", "small", "tiny")
 MODES = ("paper", "reference_compat")
+PLATFORMS = ("generic", "cpu", "gpu", "tpu")
+_PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu"}
 
 
 def _size_fields(size: str) -> dict:
@@ -59,14 +69,43 @@ def get_model_config(size: str = "full", mode: str = "paper", **overrides: Any) 
                lfa_mlp_ratio=3.0, gfa_mlp_ratio=2.0, path_dropout=0.1, drop=0.0, attn_drop=0.0,
                rank_channels=8, mer_hidden=256, pool_size=3,
                head_pool="avg", dtype="float32", precision="default", remat=False,
-               remat_stages=(1, 2, 3, 4))
+               remat_stages=(1, 2, 3, 4), platform="generic")
     cfg.update(_size_fields(size))
     cfg.update(_mode_fields(mode))
     for key, value in overrides.items():
         if key not in cfg:
             raise KeyError(f"Unknown FDP model config field {key!r}; known: {sorted(cfg)}")
         cfg[key] = value
+    cfg["platform"] = normalize_platform(cfg["platform"])
     return ml_collections.ConfigDict(cfg)
+
+
+def normalize_platform(platform: Any) -> str:
+    """'cpu' | 'gpu' | 'tpu' | 'generic' from a platform name (JAX's 'cuda'/'rocm' -> 'gpu'), a ``jax.Device``
+    or a ``jax.sharding.Mesh`` (the platform of its first device); ``None`` -> 'generic'."""
+    if platform is None:
+        return "generic"
+    devices = getattr(platform, "devices", None)
+    if devices is not None and hasattr(devices, "flat"):  # a Mesh
+        platform = devices.flat[0]
+    platform = getattr(platform, "platform", platform)  # a Device
+    name = _PLATFORM_ALIASES.get(platform, platform)
+    if name not in PLATFORMS:
+        raise ValueError(f"Unknown FDP platform {platform!r}; expected one of {PLATFORMS} (or 'cuda'/'rocm').")
+    return name
+
+
+def with_platform(model_config: Any, platform: Any) -> Any:
+    """A copy of ``model_config`` (ConfigDict, dict or :class:`ModelSpec`) whose code paths are those of
+    ``platform`` (a name, a ``jax.Device`` or a ``Mesh``: e.g. ``with_platform(cfg, mesh)``)."""
+    name = normalize_platform(platform)
+    if isinstance(model_config, ModelSpec):
+        return dataclasses.replace(model_config, platform=name)
+    if isinstance(model_config, ml_collections.ConfigDict):
+        out = ml_collections.ConfigDict(model_config.to_dict())
+        out.platform = name
+        return out
+    return {**dict(model_config), "platform": name}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +142,12 @@ class ModelSpec:
     remat_stages: tuple = (1, 2, 3, 4)  # with remat and without per_frame_encoder: the stages whose blocks recompute
     head_pool: str = "avg"  # 'avg': BN -> global average pool -> Dense (paper + official); 'flatten': NOT in the paper
     bn_axis_name: str | None = None  # set for pmap (cross-device BN statistics)
+    platform: str = "generic"  # code paths: 'generic'/'gpu'/'tpu' portable XLA, 'cpu' the XLA:CPU ones
+
+    @property
+    def cpu_paths(self) -> bool:
+        """Whether the XLA:CPU-specific code paths are used (``platform == 'cpu'``)."""
+        return self.platform == "cpu"
 
     @property
     def feature_dim(self) -> int:
@@ -110,6 +155,8 @@ class ModelSpec:
         return self.image_size * self.image_size
 
     def validate(self) -> "ModelSpec":
+        if self.platform not in PLATFORMS:
+            raise ValueError(f"platform must be one of {PLATFORMS}, got {self.platform!r} (use with_platform)")
         if self.mhca not in ("dense", "grouped"):
             raise ValueError(f"mhca must be 'dense' or 'grouped', got {self.mhca!r}")
         if self.head_pool not in ("avg", "flatten"):

@@ -1,5 +1,10 @@
 """Convolution paths for XLA:CPU, numerically the same as ``nn.Conv`` (same variables, float rounding only).
 
+Only with ``platform='cpu'`` (:class:`Conv`'s attribute, set from ``ModelSpec.platform``; never read from the
+running backend): every other platform gets ``nn.Conv``'s plain convolution. The CPU paths run inside
+``jax.named_scope`` s named ``cpu_conv_matmul``, ``cpu_im2col_conv``, ``cpu_winograd`` and ``cpu_conv2d``
+(``cpu_chunked_weight_grad`` in its backward pass), so a lowered step can be checked for them.
+
 Found by timing single layers of the FDP train step against PyTorch/oneDNN at the step's shapes:
 
 * 1x1 stride-1 convs are one (N*H*W, C) x (C, O) matmul: XLA:CPU's weight gradient of the 1x1 convolution
@@ -47,16 +52,16 @@ WINOGRAD_F4_MIN_IMAGES_4X4 = 256
 WINOGRAD_MIN_TILES = 128  # fewer: the kernel transforms cost more than the smaller matmuls save (small batches)
 
 
-def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | None = None) -> int:
+def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, platform: str = "generic") -> int:
     """Number of batch chunks for the weight gradient of a conv with NHWC input ``x_shape`` (1 = unchunked).
 
-    Chunks only on the CPU backend, for maps with H*W >= WEIGHT_GRAD_MIN_PIXELS and inputs of at least
+    Chunks only for ``platform='cpu'``, for maps with H*W >= WEIGHT_GRAD_MIN_PIXELS and inputs of at least
     WEIGHT_GRAD_MIN_INPUT_BYTES; a chunk holds the most samples (a power of two dividing N) whose input fits
     in WEIGHT_GRAD_CHUNK_BYTES (at least one sample).
     """
     n, h, w, c = x_shape
     per_sample = h * w * c * itemsize
-    if ((backend or jax.default_backend()) != "cpu" or h * w < WEIGHT_GRAD_MIN_PIXELS
+    if (platform != "cpu" or h * w < WEIGHT_GRAD_MIN_PIXELS
             or n * per_sample < WEIGHT_GRAD_MIN_INPUT_BYTES):
         return 1
     size = 1  # power-of-two chunk sizes: odd ones (3, 9 samples) measured up to 1.6x slower
@@ -65,12 +70,12 @@ def weight_grad_chunks(x_shape: tuple[int, ...], itemsize: int, backend: str | N
     return n // size
 
 
-def winograd_tile(x_shape: tuple[int, ...], features: int, backend: str | None = None) -> int:
+def winograd_tile(x_shape: tuple[int, ...], features: int, platform: str = "generic") -> int:
     """Winograd output tile size (4 or 2) for a stride-1, padding-1 dense 3x3 conv of NHWC ``x_shape`` ->
-    ``features`` channels on the CPU backend inside the measured-faster range (module docstring), else 0."""
+    ``features`` channels for ``platform='cpu'`` inside the measured-faster range (module docstring), else 0."""
     n, h, w, c = x_shape
     lo, hi = WINOGRAD_PIXELS
-    if ((backend or jax.default_backend()) != "cpu" or min(c, features) < WINOGRAD_MIN_CHANNELS
+    if (platform != "cpu" or min(c, features) < WINOGRAD_MIN_CHANNELS
             or not lo <= h * w <= hi or not winograd.supports(x_shape, 4)):
         return 0
     m = 2 if h * w == 16 and n < WINOGRAD_F4_MIN_IMAGES_4X4 else 4
@@ -100,6 +105,11 @@ def _conv2d_bwd(strides, padding, precision, chunks, residuals, g):
     dx = jax.vjp(lambda x_: conv(x_, kernel), x)[1](g)[0]
     if chunks == 1:
         return dx, jax.vjp(lambda k_: conv(x, k_), kernel)[1](g)[0]
+    with jax.named_scope("cpu_chunked_weight_grad"):
+        return dx, _chunked_weight_grad(conv, x, kernel, g, chunks)
+
+
+def _chunked_weight_grad(conv, x, kernel, g, chunks):
     size = x.shape[0] // chunks
     if CHUNK_LAYOUT == "strided":
         xs, gs = x.reshape(size, chunks, *x.shape[1:]), g.reshape(size, chunks, *g.shape[1:])
@@ -110,17 +120,21 @@ def _conv2d_bwd(strides, padding, precision, chunks, residuals, g):
     for xi, gi in parts:
         part = jax.vjp(lambda k_: conv(xi, k_), kernel)[1](gi)[0]
         dk = part if dk is None else dk + part
-    return dx, dk
+    return dk
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class Conv(nn.Conv):
-    """``nn.Conv`` (same variables and outputs) with the faster XLA:CPU paths of this module's docstring."""
+    """``nn.Conv`` (same variables and outputs); with ``platform='cpu'`` the faster XLA:CPU paths of this
+    module's docstring, otherwise exactly ``nn.Conv``."""
+    platform: str = "generic"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.platform != "cpu":
+            return super().__call__(x)
         n, h, w, c = x.shape
         strides = self.strides or 1
         strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
@@ -131,23 +145,28 @@ class Conv(nn.Conv):
             isinstance(p, (tuple, list)) and len(p) == 2 for p in self.padding)
         if plain and ksize == (1, 1) and self.padding in ("SAME", "VALID", ((0, 0), (0, 0))):
             kernel, bias, x = self._variables(x, c)
-            y = lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=self.precision)
+            with jax.named_scope("cpu_conv_matmul"):
+                y = lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())), precision=self.precision)
         elif plain and ksize == (3, 3) and h * w <= 4 and self.padding == ((1, 1), (1, 1)):
             kernel, bias, x = self._variables(x, c)
-            xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-            patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
-            y = lax.dot_general(patches, kernel.reshape(9 * c, self.features), (((3,), (0,)), ((), ())),
-                                precision=self.precision)
+            with jax.named_scope("cpu_im2col_conv"):
+                xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+                patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)],
+                                          axis=-1)
+                y = lax.dot_general(patches, kernel.reshape(9 * c, self.features), (((3,), (0,)), ((), ())),
+                                    precision=self.precision)
         elif plain and ksize == (3, 3) and self.padding == ((1, 1), (1, 1)) \
                 and self.kernel_dilation in (None, 1, (1, 1)) and self.input_dilation in (None, 1, (1, 1)) \
-                and (tile := winograd_tile(x.shape, self.features)):
+                and (tile := winograd_tile(x.shape, self.features, self.platform)):
             kernel, bias, x = self._variables(x, c)
-            y = winograd.winograd_conv3x3(x, kernel, tile, self.precision)
+            with jax.named_scope("cpu_winograd"):
+                y = winograd.winograd_conv3x3(x, kernel, tile, self.precision)
         elif dense and explicit_pad and len(ksize) == 2 and (self.kernel_dilation in (None, 1, (1, 1))) \
                 and (self.input_dilation in (None, 1, (1, 1))):
             kernel, bias, x = self._variables(x, c)
-            chunks = weight_grad_chunks(x.shape, x.dtype.itemsize)
-            y = conv2d(x, kernel, strides, tuple(tuple(p) for p in self.padding), self.precision, chunks)
+            chunks = weight_grad_chunks(x.shape, x.dtype.itemsize, self.platform)
+            with jax.named_scope("cpu_conv2d"):
+                y = conv2d(x, kernel, strides, tuple(tuple(p) for p in self.padding), self.precision, chunks)
         else:
             return super().__call__(x)
         return y + bias if bias is not None else y

@@ -63,7 +63,7 @@ class SegNet(nn.Module):
 
         def conv3x3(x, name, ch):  # PyTorch default init (the official SegNet keeps it)
             return Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=compute_dtype(spec),
-                        precision=precision(spec), kernel_init=TORCH_DEFAULT_KERNEL,
+                        precision=precision(spec), kernel_init=TORCH_DEFAULT_KERNEL, platform=spec.platform,
                         bias_init=torch_default_bias(9 * x.shape[-1]), name=f"conv{name}")(x)
 
         def conv_bn_relu(x, name, ch):

@@ -8,7 +8,7 @@ Also holds the shared layers (:class:`BatchNorm` with PyTorch semantics, DropPat
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -53,6 +53,7 @@ class BatchNorm(nn.Module):
     epsilon: float = 1e-5
     axis_name: str | None = None
     dtype: Any = jnp.float32
+    platform: str = "generic"  # 'cpu': the backward pass's recomputation pinned after the cotangent
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -73,7 +74,8 @@ class BatchNorm(nn.Module):
             m = self.momentum
             ra_mean.value = (1.0 - m) * ra_mean.value + m * mean
             ra_var.value = (1.0 - m) * ra_var.value + m * var * (n / jnp.maximum(n - 1.0, 1.0))
-        return batch_norm_train(x, scale, bias, self.epsilon, self.axis_name, jnp.dtype(self.dtype))
+        return batch_norm_train(x, scale, bias, self.epsilon, self.axis_name, jnp.dtype(self.dtype),
+                                self.platform == "cpu")
 
 
 class DropPath(nn.Module):
@@ -91,15 +93,15 @@ class DropPath(nn.Module):
 
 def conv(spec: ModelSpec, features: int, kernel: int, *, stride: int = 1, groups: int = 1,
          use_bias: bool = False, name: str | None = None, kernel_init: Any = TRUNC_NORMAL) -> nn.Conv:
-    """Conv with PyTorch padding (kernel // 2 on each side) in the spec's dtype/precision."""
+    """Conv with PyTorch padding (kernel // 2 on each side) in the spec's dtype/precision/platform."""
     pad = kernel // 2
     return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                    feature_group_count=groups, use_bias=use_bias, dtype=compute_dtype(spec),
-                   precision=precision(spec), kernel_init=kernel_init, name=name)
+                   precision=precision(spec), kernel_init=kernel_init, platform=spec.platform, name=name)
 
 
 def batch_norm(spec: ModelSpec, name: str | None = None) -> BatchNorm:
-    return BatchNorm(axis_name=spec.bn_axis_name, dtype=compute_dtype(spec), name=name)
+    return BatchNorm(axis_name=spec.bn_axis_name, dtype=compute_dtype(spec), platform=spec.platform, name=name)
 
 
 def avg_pool_ceil(x: jax.Array) -> jax.Array:
@@ -138,19 +140,29 @@ class PatchEmbed(nn.Module):
 class GroupedConv3x3(nn.Module):
     """Bias-free grouped 3x3 conv (stride 1, padding 1), kernel (3, 3, C/groups, C) like ``nn.Conv``.
 
-    Computed group-major as one batched im2col matmul, (G, N*H*W, 9*d) x (G, 9*d, d): XLA:CPU's grouped
-    convolution is 20-90x slower (fwd+bwd at the FDP stage shapes), and 9 per-tap batched einsums in the
-    channel-last layout were 2-3x slower inside MHCA (fwd+bwd of grouped conv -> BN -> ReLU -> 1x1 at
-    (288, 16, 16, 96): 1012 ms vs 315 ms). Same result up to float rounding.
+    Platform 'cpu' (``jax.named_scope('cpu_grouped_im2col')``): computed group-major as one batched im2col
+    matmul, (G, N*H*W, 9*d) x (G, 9*d, d): XLA:CPU's grouped convolution is 20-90x slower (fwd+bwd at the
+    FDP stage shapes), and 9 per-tap batched einsums in the channel-last layout were 2-3x slower inside MHCA
+    (fwd+bwd of grouped conv -> BN -> ReLU -> 1x1 at (288, 16, 16, 96): 1012 ms vs 315 ms). Same result up
+    to float rounding. Other platforms: XLA's grouped convolution (``feature_group_count``).
     """
     spec: ModelSpec
     groups: int
 
     @nn.compact
     def __call__(self, x):
-        n, h, w, c = x.shape
+        c = x.shape[-1]
         g, d = self.groups, c // self.groups
         kernel = self.param("kernel", TRUNC_NORMAL, (3, 3, d, c), jnp.float32).astype(x.dtype)
+        if self.spec.platform != "cpu":
+            return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g,
+                                            precision=precision(self.spec))
+        with jax.named_scope("cpu_grouped_im2col"):
+            return self._im2col(x, kernel, g, d)
+
+    def _im2col(self, x: jax.Array, kernel: jax.Array, g: int, d: int) -> jax.Array:
+        n, h, w, c = x.shape
         k = kernel.reshape(3, 3, d, g, d).transpose(3, 0, 1, 2, 4).reshape(g, 9 * d, d)  # (G, taps*d_in, d_out)
         xg = jnp.pad(x.reshape(n, h, w, g, d).transpose(3, 0, 1, 2, 4), ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
         patches = jnp.concatenate([xg[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
@@ -200,7 +212,7 @@ class Mlp(nn.Module):
             w1, b1 = Conv1x1Params(hidden, name="conv1")(c)
             w2, b2 = Conv1x1Params(c, name="conv2")(hidden)
             x, w1, b1, w2, b2 = nn.dtypes.promote_dtype(x, w1, b1, w2, b2, dtype=compute_dtype(self.spec))
-            return mlp_relu(x, w1, b1, w2, b2, precision(self.spec))
+            return mlp_relu(x, w1, b1, w2, b2, precision(self.spec), self.spec.platform == "cpu")
         x = nn.relu(conv(self.spec, hidden, 1, use_bias=True, name="conv1")(x))
         x = nn.Dropout(self.spec.drop, deterministic=not train)(x)
         x = conv(self.spec, c, 1, use_bias=True, name="conv2")(x)
@@ -292,11 +304,11 @@ def block_plan(spec: ModelSpec) -> list[tuple[str, int, int, int, int]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _remat_block(block_class: type, backend: str) -> type:
-    """``remat=True`` blocks (built once per class and backend): on XLA:CPU
-    :func:`fdp_jax.lean_vjp.remat_after_cotangent` (``nn.remat``'s recomputation is merged into the forward
-    pass there: no memory saved); elsewhere ``nn.remat``."""
-    if backend == "cpu":
+def _remat_block(block_class: type, platform: str) -> type:
+    """``remat=True`` blocks (built once per class and platform): for platform 'cpu'
+    :func:`fdp_jax.lean_vjp.remat_after_cotangent` (XLA:CPU merges ``nn.remat``'s recomputation into the
+    forward pass: no memory saved); otherwise ``nn.remat``."""
+    if platform == "cpu":
         return remat_after_cotangent(block_class)
     return nn.remat(block_class, static_argnums=(2,))
 
@@ -318,8 +330,7 @@ class FrameEncoder(nn.Module):
         block_remat = spec.remat and not spec.per_frame_encoder  # per-frame: the frame scan is remat'ed
         for idx, (kind, stage, width, stride, sr) in enumerate(plan):
             remat_here = block_remat and stage + 1 in spec.remat_stages
-            backend = jax.default_backend()
-            lfa_cls, gfa_cls = ((_remat_block(LFA, backend), _remat_block(GFA, backend)) if remat_here
+            lfa_cls, gfa_cls = ((_remat_block(LFA, spec.platform), _remat_block(GFA, spec.platform)) if remat_here
                                 else (LFA, GFA))
             if kind == "lfa":
                 x = lfa_cls(spec, width, stride, float(rates[idx]), name=f"features_{idx}")(x, train)

@@ -241,9 +241,10 @@ def train_dataset(clips: ClipTable, indices: np.ndarray, config: ml_collections.
                   batch_size: int, normalizer: Normalizer) -> grain.IterDataset:
     """Infinite shuffled (reshuffled every epoch), augmented, normalised batches of this process's shard."""
     shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    # Shuffle all clips, then take this process's strided share: global batch k holds the same clips with any
-    # number of processes (one process: the same order as without sharding).
-    ds = grain.MapDataset.source(np.asarray(indices, np.int64)).seed(seed).shuffle()
+    # Shuffle all clips (reshuffled per epoch), then take this process's strided share: global batch k holds
+    # the same clips with any number of processes. The leading identity slice keeps grain's derived shuffle
+    # seed, hence the clip order of one process, what it was when the slice was the per-process shard.
+    ds = grain.MapDataset.source(np.asarray(indices, np.int64)).seed(seed)[0::1].shuffle()
     ds = ds[shard.shard_index::shard.shard_count].map(Fetch(clips))
     if config.augment:
         ds = ds.random_map(Augment(config.crop_padding, config.flip, config.brightness, config.contrast))

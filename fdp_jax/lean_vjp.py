@@ -15,6 +15,11 @@ residuals PyTorch keeps, and every recomputation in it takes a data dependency o
 * :func:`remat_after_cotangent`: a Flax block transform like ``nn.remat`` (keep the block's input, recompute
   the block in the backward pass) whose recomputation XLA:CPU cannot merge into the forward pass.
 
+The cotangent dependency is an XLA:CPU scheduling trick: it is added only where asked for (``cpu_schedule=True``,
+which the model passes for ``ModelSpec.platform == 'cpu'``; never chosen from the running backend) and runs
+inside ``jax.named_scope('cpu_after_cotangent')``; :func:`remat_after_cotangent` (a CPU-only block remat)
+inside ``jax.named_scope('cpu_remat_after_cotangent')``.
+
 Same values and gradients as autodiff up to float rounding (tested). ``jax.custom_vjp``: reverse mode
 (``grad``/``vjp``) under ``jit``/``vmap``/``pmap``; no forward-mode ``jvp``.
 """
@@ -30,36 +35,38 @@ from flax.core import lift
 from jax import lax
 
 
-def after_cotangent(x: jax.Array, g: jax.Array) -> jax.Array:
+def after_cotangent(x: jax.Array, g: jax.Array, enabled: bool = True) -> jax.Array:
     """``x`` plus a zero computed from the cotangent ``g``: same values, but XLA cannot compute what
     depends on it before ``g`` exists (a NaN/inf in ``g``'s first element propagates; the gradient is
-    not finite then anyway). CPU backend only (the scheduling it works around was measured on XLA:CPU); on
-    other backends ``x`` unchanged, so a batch sharded over devices gets no extra scalar broadcast per layer."""
-    if jax.default_backend() != "cpu":
+    not finite then anyway). For XLA:CPU only (the scheduling it works around was measured there): with
+    ``enabled=False`` ``x`` unchanged, so a batch sharded over accelerators gets no extra scalar broadcast."""
+    if not enabled:
         return x
-    return x + (g.reshape(-1)[0] * 0).astype(x.dtype)
+    with jax.named_scope("cpu_after_cotangent"):
+        return x + (g.reshape(-1)[0] * 0).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def mlp_relu(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array,
-             precision=None) -> jax.Array:
-    """(..., C) -> (..., O): ``relu(x @ w1 + b1) @ w2 + b2`` with w1 (C, H), b1 (H,), w2 (H, O), b2 (O,)."""
-    return _mlp_forward(x, w1, b1, w2, b2, precision)[0]
+             precision=None, cpu_schedule: bool = False) -> jax.Array:
+    """(..., C) -> (..., O): ``relu(x @ w1 + b1) @ w2 + b2`` with w1 (C, H), b1 (H,), w2 (H, O), b2 (O,).
+    ``cpu_schedule``: pin the backward pass's recomputation after the cotangent (:func:`after_cotangent`)."""
+    return _mlp_forward(x, w1, b1, w2, b2, precision, cpu_schedule)[0]
 
 
 def _dot(a, b, precision):
     return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
-def _mlp_forward(x, w1, b1, w2, b2, precision):
+def _mlp_forward(x, w1, b1, w2, b2, precision, cpu_schedule=False):
     z = _dot(x, w1, precision) + b1
     y = _dot(jnp.maximum(z, jnp.zeros((), z.dtype)), w2, precision) + b2
     return y, (x, z, w1, w2)
 
 
-def _mlp_backward(precision, residuals, g):
+def _mlp_backward(precision, cpu_schedule, residuals, g):
     x, z, w1, w2 = residuals
-    z = after_cotangent(z, g)
+    z = after_cotangent(z, g, cpu_schedule)
     positive = z > 0
     a = jnp.where(positive, z, jnp.zeros((), z.dtype))
     rows = lambda t: t.reshape(-1, t.shape[-1])
@@ -86,24 +93,25 @@ def batch_statistics(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Ar
     return mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-                     axis_name: str | None = None, out_dtype=None) -> jax.Array:
+                     axis_name: str | None = None, out_dtype=None, cpu_schedule: bool = False) -> jax.Array:
     """Train-mode BatchNorm with batch statistics: (..., C) x (C,) x (C,) -> (..., C) in ``out_dtype``
-    (default ``x.dtype``); statistics in float32 over all but the last axis."""
-    return _bn_forward(x, scale, bias, epsilon, axis_name, out_dtype)[0]
+    (default ``x.dtype``); statistics in float32 over all but the last axis. ``cpu_schedule``: as
+    :func:`mlp_relu`."""
+    return _bn_forward(x, scale, bias, epsilon, axis_name, out_dtype, cpu_schedule)[0]
 
 
-def _bn_forward(x, scale, bias, epsilon, axis_name, out_dtype):
+def _bn_forward(x, scale, bias, epsilon, axis_name, out_dtype, cpu_schedule=False):
     mean, var = batch_statistics(x, axis_name)
     inv = lax.rsqrt(var + epsilon)
     y = (x.astype(jnp.float32) - mean) * (inv * scale) + bias
     return y.astype(out_dtype or x.dtype), (x, mean, inv, scale)
 
 
-def _bn_backward(epsilon, axis_name, out_dtype, residuals, g):
+def _bn_backward(epsilon, axis_name, out_dtype, cpu_schedule, residuals, g):
     x, mean, inv, scale = residuals
-    x = after_cotangent(x, g)
+    x = after_cotangent(x, g, cpu_schedule)
     axes = tuple(range(x.ndim - 1))
     gf = g.astype(jnp.float32)
     xhat = (x.astype(jnp.float32) - mean) * inv
@@ -161,12 +169,14 @@ def _lifted_remat_after_cotangent(fn: Callable[..., Any], grad_vars="params") ->
             g_y, _ = g  # no gradient flows through the returned variables (as in flax's lifted custom_vjp)
             # the parameters too: what depends on them alone (e.g. Winograd-transformed kernels) is recomputed
             # here, not kept from the forward pass
-            grad_variables, x = jax.tree.map(lambda a: after_cotangent(a, g_y), (grad_variables, x))
-            _, vjp = jax.vjp(lambda v, x: run(v, x)[0], grad_variables, x)
-            return vjp(g_y)
+            with jax.named_scope("cpu_remat_after_cotangent"):
+                grad_variables, x = jax.tree.map(lambda a: after_cotangent(a, g_y), (grad_variables, x))
+                _, vjp = jax.vjp(lambda v, x: run(v, x)[0], grad_variables, x)
+                return vjp(g_y)
 
         block.defvjp(block_fwd, block_bwd)
-        return block(grad_variables, x)
+        with jax.named_scope("cpu_remat_after_cotangent"):
+            return block(grad_variables, x)
 
     return lift.pack(inner, (grad_vars, True), (grad_vars, True), (True,), name="remat_after_cotangent")
 

@@ -27,6 +27,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fdp_jax.configs import normalize_platform
 from fdp_jax.losses import fdp_loss_sums, per_example_losses
 from fdp_jax.models import build_model, dummy_clips
 
@@ -51,6 +52,22 @@ def make_optimizer(name: str = "adam_l2", learning_rate: float | optax.Schedule 
     if name == "adam":
         return optax.adam(learning_rate, b1, b2, eps)
     raise ValueError(f"unknown optimizer {name!r}; expected 'adam_l2', 'adamw' or 'adam'")
+
+
+def learning_rate_schedule(optimizer_config: Any, num_steps: int) -> float | optax.Schedule:
+    """``optimizer_config.learning_rate`` (a ConfigDict or dict) as a float ('constant' schedule, the official
+    one) or an optax schedule ('warmup_cosine': linear warmup over ``warmup_steps`` from 0, cosine to 0 at
+    ``num_steps``)."""
+    name = optimizer_config.get("schedule", "constant")
+    peak = float(optimizer_config["learning_rate"])
+    if name == "constant":
+        return peak
+    if name == "warmup_cosine":
+        warmup = int(optimizer_config.get("warmup_steps", 0))
+        if not 0 <= warmup < num_steps:
+            raise ValueError(f"optimizer.warmup_steps={warmup} must be in [0, num_steps={num_steps}).")
+        return optax.warmup_cosine_decay_schedule(0.0 if warmup else peak, peak, warmup, num_steps, 0.0)
+    raise ValueError(f"optimizer.schedule={name!r}: expected 'constant' or 'warmup_cosine'.")
 
 
 def create_train_state(rng: jax.Array, config: Any, *, optimizer: str = "adam_l2",
@@ -129,7 +146,7 @@ _LEAN_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_options_supported(backend: str) -> bool:
+def _cpu_options_supported() -> bool:
     try:
         jax.jit(lambda x: x + 1, compiler_options=_LEAN_CPU_COMPILER_OPTIONS).lower(jnp.float32(0)).compile()
         return True
@@ -139,30 +156,44 @@ def _cpu_options_supported(backend: str) -> bool:
         return False
 
 
-def compiler_options() -> dict | None:
-    """``jax.jit`` compiler options of the FDP steps: on the CPU backend the LLVM (not MLIR) fusion emitters,
+def compiler_options(platform: Any) -> dict | None:
+    """``jax.jit`` compiler options of the FDP steps for ``platform`` (a name such as 'cpu'/'gpu'/'cuda'/'tpu',
+    a ``jax.Device`` or a ``Mesh``; ``None``: XLA's defaults): for 'cpu' the LLVM (not MLIR) fusion emitters,
     for ~4x less host memory per compiled kernel (the FDP batch-36 step: peak RSS 5.2 -> 4.4 GB, same step
-    time); ``None`` (XLA's defaults) elsewhere or where the option is unknown."""
-    backend = jax.default_backend()
-    return dict(_LEAN_CPU_COMPILER_OPTIONS) if backend == "cpu" and _cpu_options_supported(backend) else None
+    time); ``None`` (XLA's defaults) elsewhere or where the option is unknown. Compile flags only: the maths
+    follows the model config's ``platform`` (:func:`fdp_jax.configs.with_platform`)."""
+    if platform is None or normalize_platform(platform) != "cpu":
+        return None
+    return dict(_LEAN_CPU_COMPILER_OPTIONS) if _cpu_options_supported() else None
+
+
+def _step_platform(mesh: Mesh | None, platform: Any) -> Any:
+    """The platform whose compile flags a step gets: ``platform`` if given, else the mesh's devices', else
+    the local devices' (compile flags for the machine the jit runs on; they never change the maths)."""
+    if platform is not None:
+        return platform
+    return mesh if mesh is not None else jax.local_devices()[0]
 
 
 def make_train_step(mesh: Mesh | None = None, *, bn_train: bool = True, ce_weight: float = 1.0,
-                    mse_weight: float = 100.0, donate: bool = True) -> Callable:
+                    mse_weight: float = 100.0, donate: bool = True, platform: Any = None) -> Callable:
     """``jit``-ed ``(state, batch, rng) -> (state, metrics)``; with a mesh, the state is replicated and the
-    batch split over the ``data`` axis (NamedSharding; XLA inserts the gradient/BN all-reduces)."""
+    batch split over the ``data`` axis (NamedSharding; XLA inserts the gradient/BN all-reduces).
+    ``platform``: whose :func:`compiler_options` to use (default: the mesh's, else the local devices'); pass
+    ``platform='generic'`` (no options) for a step that is only lowered/exported for another platform."""
     fn = functools.partial(train_step, bn_train=bn_train, ce_weight=ce_weight, mse_weight=mse_weight)
     kwargs = {"donate_argnums": (0,)} if donate else {}
-    kwargs["compiler_options"] = compiler_options()
+    kwargs["compiler_options"] = compiler_options(_step_platform(mesh, platform))
     if mesh is None:
         return jax.jit(fn, **kwargs)
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))
     return jax.jit(fn, in_shardings=(repl, data, repl), out_shardings=(repl, repl), **kwargs)
 
 
-def make_eval_step(mesh: Mesh | None = None) -> Callable:
-    """``jit``-ed ``eval_step``; with a mesh the outputs stay split over ``data`` like the batch."""
-    options = compiler_options()
+def make_eval_step(mesh: Mesh | None = None, *, platform: Any = None) -> Callable:
+    """``jit``-ed ``eval_step``; with a mesh the outputs stay split over ``data`` like the batch. ``platform``:
+    as :func:`make_train_step`."""
+    options = compiler_options(_step_platform(mesh, platform))
     if mesh is None:
         return jax.jit(eval_step, compiler_options=options)
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))

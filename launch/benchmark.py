@@ -2,6 +2,7 @@ r"""Benchmarks. Each ``--model`` lives in ``launch/benchmarks/<model>.py`` and d
 (plus its own flags).
 
     python -m launch.benchmark --model=dkt
+    python -m launch.benchmark --model=dkt_data --dataset=kt_csv/assist2009 --manual_dir=DIR [--epochs=N] [--json=OUT]
     python -m launch.benchmark --model=dkt_export
     python -m launch.benchmark --model=fdp [--reference_repo=PATH]
     python -m launch.benchmark --model=me_pipeline
@@ -13,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-MODELS = ("dkt", "dkt_export", "fdp", "me_pipeline")
+MODELS = ("dkt", "dkt_data", "dkt_export", "fdp", "fdp_start", "me_pipeline")
 
 flags.DEFINE_enum("model", None, MODELS, "Which benchmark to run.")
 

@@ -102,7 +102,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     import orbax.checkpoint as ocp
 
     from datasets.me_common import preprocess
-    from fdp_jax import input_pipeline, models, train_steps
+    from fdp_jax import configs, input_pipeline, models, train_steps
     from launch.runtime import checkpointing
 
     with open(config_json, encoding="utf-8") as f:
@@ -115,6 +115,7 @@ def predict_clip(checkpoint_dir: str, config_json: str, frames: np.ndarray) -> d
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.num_classes = len(meta["class_names"])
     model_config.dtype = "float32"
+    model_config = configs.with_platform(model_config, jax.devices()[0])
     model = models.build_model(model_config)
     abstract = jax.eval_shape(lambda: train_steps.create_train_state(
         jax.random.key(0), model_config, optimizer=config.optimizer.name,

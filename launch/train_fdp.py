@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from datasets import prepare, registry
-from fdp_jax import input_pipeline, metrics, models, report, train_steps
+from fdp_jax import configs, input_pipeline, metrics, models, report, train_steps
 from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
 from launch.runtime.cli import ConfigError
 from launch.runtime.guard import DEFAULT_MAX_LOSS, DivergenceGuard
@@ -272,6 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.num_classes = num_classes
     model_config.dtype = compute_dtype(config, mesh)
+    model_config = configs.with_platform(model_config, mesh)  # the CPU-specific kernels only on CPU meshes
     init_state = make_init_state(config, model_config, mesh)
     step_kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
                        donate=config.get("donate_state", True))

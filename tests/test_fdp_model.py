@@ -184,11 +184,13 @@ def test_train_mode_droppath_and_per_frame_encoder():
     np.testing.assert_allclose(stem(sc), np.asarray(stats["stem_0"]["norm"]["mean"]), rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_conv_matches_flax_grouped_conv():
+@pytest.mark.parametrize("platform", ["cpu", "generic"])
+def test_grouped_conv_matches_flax_grouped_conv(platform):
+    """'cpu': the im2col matmul; 'generic': XLA's grouped convolution."""
     import flax.linen as nn
     from fdp_jax.encoder import GroupedConv3x3
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 32))
-    ours = GroupedConv3x3(model_spec(get_model_config("tiny", "paper")), 4)
+    ours = GroupedConv3x3(model_spec(get_model_config("tiny", "paper", platform=platform)), 4)
     variables = ours.init(jax.random.PRNGKey(1), x)
     ref = nn.Conv(32, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=4, use_bias=False)
     np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), atol=1e-5)
@@ -230,7 +232,7 @@ def test_matmul_conv_paths_match_flax_conv(kernel, hw, bias):
     import flax.linen as nn
     x = jax.random.normal(jax.random.PRNGKey(0), (3,) + hw + (16,))
     pad = ((kernel // 2, kernel // 2),) * 2
-    ours = Conv(24, (kernel, kernel), padding=pad, use_bias=bias)
+    ours = Conv(24, (kernel, kernel), padding=pad, use_bias=bias, platform="cpu")
     ref = nn.Conv(24, (kernel, kernel), padding=pad, use_bias=bias)
     v = ref.init(jax.random.PRNGKey(1), x)
     if bias:
@@ -270,7 +272,7 @@ def test_weight_gradient_chunk_rule():
 def test_encoder_and_segnet_gradients_with_chunked_convs_match_unchunked(monkeypatch):
     """The chunked path inside the model (forced on for small shapes) leaves the gradients unchanged."""
     from fdp_jax import conv as conv_lib
-    cfg = get_model_config("tiny", "reference_compat")
+    cfg = get_model_config("tiny", "reference_compat", platform="cpu")
     model = build_model(cfg)
     clips = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
     v = model.init({"params": jax.random.PRNGKey(1)}, clips, train=False)
@@ -314,3 +316,20 @@ def test_head_pool_flatten_keeps_positions():
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="head_pool"):
         model_spec(get_model_config("tiny", "paper", head_pool="max"))
+
+
+def test_platform_is_explicit_and_defaults_to_generic():
+    """The code paths follow the config's platform (never the running backend): default 'generic'."""
+    from fdp_jax.configs import normalize_platform, with_platform
+    from fdp_jax.train_steps import compiler_options
+    cfg = get_model_config("tiny", "paper")
+    assert cfg.platform == "generic" and model_spec(cfg).platform == "generic" and not model_spec(cfg).cpu_paths
+    assert with_platform(cfg, "cuda").platform == "gpu" and cfg.platform == "generic"  # a copy
+    assert model_spec(with_platform(cfg, jax.devices()[0])).cpu_paths                   # a Device (CPU here)
+    assert with_platform(model_spec(cfg), "tpu").platform == "tpu"
+    assert with_platform(dict(cfg), "rocm")["platform"] == "gpu"
+    assert normalize_platform(None) == "generic"
+    with pytest.raises(ValueError, match="platform"):
+        get_model_config("tiny", "paper", platform="metal")
+    assert compiler_options("gpu") is None and compiler_options(None) is None
+    assert compiler_options("cpu") in ({"xla_cpu_use_fusion_emitters": False}, None)

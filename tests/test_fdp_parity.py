@@ -106,8 +106,8 @@ def _frame0(inter_leaf, batch):
 def test_encoder_intermediates_match(golden, reference_run):
     enc = reference_run["inter"]["frame_rep"]
     b = golden["x"].shape[0]
-    for ours, ref in (("stem", "dbg_frame0_stem"), ("stage1", "dbg_frame0_stage1"), ("stage2", "dbg_frame0_stage2"),
-                      ("stage3", "dbg_frame0_stage3"), ("stage4", "dbg_frame0_stage4"), ("pooled", "dbg_frame0_pooled")):
+    for ours in ("stem", "stage1", "stage2", "stage3", "stage4", "pooled"):
+        ref = f"dbg_frame0_{ours}"
         assert_close(_frame0(enc[ours], b), golden[ref], ref)
 
 

@@ -16,7 +16,7 @@ from fdp_jax.models import build_model
 
 
 def _block(mode: str, remat: bool):
-    spec = model_spec(get_model_config("tiny", mode))
+    spec = model_spec(get_model_config("tiny", mode, platform="cpu"))
     if mode == "paper":
         cls = encoder.GFA
         make = lambda c: c(spec, 128, 1, 2, 0.5)
@@ -56,7 +56,7 @@ def test_model_remat_matches_plain_train_step_gradients():
     and gradients. In float64: the tiny model's last stage (1x1 maps, BN over 16 values, DropPath) amplifies
     float32 rounding differences between any two schedules (nn.remat differs from no remat just as much)."""
     with jax.enable_x64(True):
-        cfg = get_model_config("tiny", "reference_compat", path_dropout=0.3, dtype="float64")
+        cfg = get_model_config("tiny", "reference_compat", path_dropout=0.3, dtype="float64", platform="cpu")
         variables = fdp_jax.init(jax.random.PRNGKey(0), cfg)
         variables = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, variables)
         clips = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 32, 32, 1), dtype=jnp.float64)
@@ -82,7 +82,7 @@ def test_model_remat_matches_plain_train_step_gradients():
 def test_remat_keeps_less_for_the_backward_pass():
     """Compiled gradient of six residual LFA blocks: XLA's temp buffers shrink with remat_after_cotangent
     (on XLA:CPU nn.remat's recomputation is merged into the forward pass, so nn.remat alone is not enough)."""
-    spec = model_spec(get_model_config("tiny", "reference_compat", path_dropout=0.0))
+    spec = model_spec(get_model_config("tiny", "reference_compat", path_dropout=0.0, platform="cpu"))
 
     class Stack(nn.Module):
         block: type

@@ -84,7 +84,7 @@ def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
     Gradients are compared per convolution above: the whole tiny random model's gradient is ill-conditioned
     (max-pool argmax / ReLU ties flip under last-bit changes; scaling every weight by 1 + 1e-6 moves some
     gradient leaves by > 100% with XLA's own convolutions), so a model-level gradient comparison would test that."""
-    cfg = get_model_config("tiny", "reference_compat")
+    cfg = get_model_config("tiny", "reference_compat", platform="cpu")
     model = build_model(cfg)
     clips = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
     v = model.init({"params": jax.random.PRNGKey(1)}, clips, train=False)

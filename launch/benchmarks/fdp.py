@@ -65,10 +65,11 @@ def _ours(mode: str, batch_size: int, host_malloc: str) -> dict:
     import numpy as np
 
     from fdp_jax import train_steps as ts
-    from fdp_jax.configs import get_model_config
+    from fdp_jax.configs import get_model_config, with_platform
 
     cfg = get_model_config(FLAGS.fdp_size, mode, dtype=FLAGS.fdp_dtype, remat=FLAGS.fdp_remat,
                            per_frame_encoder=FLAGS.fdp_per_frame)
+    cfg = with_platform(cfg, jax.devices()[0])  # the CPU kernels on a CPU, the portable path elsewhere
     state = ts.create_train_state(jax.random.PRNGKey(0), cfg)
     rng = np.random.default_rng(0)
     s = cfg.image_size

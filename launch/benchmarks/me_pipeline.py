@@ -65,7 +65,7 @@ def _fdp_step(size: str, batch: int, steps: int) -> dict:
     import numpy as np
     from fdp_jax import configs, train_steps
     from launch.benchmarks import common
-    model_config = configs.get_model_config(size, num_classes=5)
+    model_config = configs.with_platform(configs.get_model_config(size, num_classes=5), jax.devices()[0])
     state = train_steps.create_train_state(jax.random.key(0), model_config)
     step = train_steps.make_train_step(donate=False)
     hw = model_config.image_size
