@@ -31,6 +31,7 @@ from absl import logging
 from datasets import prepare, registry
 from fdp_jax import configs, input_pipeline, metrics, models, report, train_steps
 from launch.runtime import checkpointing, mesh as mesh_lib, metric_writers, progress, workdir as workdir_lib
+from launch.runtime import host_memory
 from launch.runtime.cli import ConfigError
 from launch.runtime.guard import DEFAULT_MAX_LOSS, DivergenceGuard
 
@@ -299,6 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      train_step=train_step, frozen_bn_step=frozen_bn_step, eval_step=eval_step,
                                      mesh=mesh, writer=writer)
                 outputs["wall_time_s"] = np.float64(time.time() - fold_started)
+                outputs["host_rss_mb"] = np.float64(host_memory.current_rss_mb())  # memory across folds
                 _save_npz(pred_path, **outputs)
                 fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]
                 writer.write_scalars(fold_index, {k: v for k, v in fold_scores.items() if k != "subject"},

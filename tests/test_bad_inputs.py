@@ -647,3 +647,26 @@ def test_fdp_divergence_names_the_fold_and_writes_no_report(tmp_path):
     assert not (wd / "results.json").exists() and not (wd / "report.md").exists()
     config = json.load(open(wd / "config.json"))["config"]
     assert config["model"]["num_classes"] == 5  # the data's 5 classes, not the config's 3
+
+
+def test_interrupted_generation_is_redone(tmp_path):
+    """A generation killed half-way leaves no release behind (it writes aside), so the next run redoes it."""
+    manual = str(tmp_path / "raw")
+
+    def dies(out_dir: str) -> dict:
+        os.makedirs(out_dir)
+        _write(os.path.join(out_dir, "half_written.csv"), "1,2\n")
+        raise KeyboardInterrupt  # the user's Ctrl-C, or a kill, in the middle of writing
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare.ensure_generated(manual, dies)
+    assert not os.path.exists(manual)  # no half release under the real name
+
+    def works(out_dir: str) -> dict:
+        _kt_csv(out_dir)
+        return {"students": 4}
+
+    assert prepare.ensure_generated(manual, works)
+    assert sorted(os.listdir(manual)) == sorted(["GENERATED.json", "skill_id_train.csv", "skill_id_test.csv"])
+    assert not [d for d in os.listdir(tmp_path) if ".partial-" in d]  # the killed run's folder is cleaned up
+    assert not prepare.ensure_generated(manual, dies)  # a finished release is kept

@@ -88,3 +88,16 @@ def release_after_compiles() -> None:
     except (AssertionError, ValueError):
         pass
     jax.monitoring.register_event_duration_secs_listener(_release_after_long_compile)
+
+
+def current_rss_mb() -> float:
+    """This process's resident set size now, in MB (``/proc/self/statm``; the peak RSS where it is missing)."""
+    import os
+    import resource
+
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
