@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from launch.runtime import compile_cache
 from launch.runtime.cli import exit_on_user_error, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a launch/configs/*.py file.",
@@ -23,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from dkt_jax import report
     from launch import train_dkt
     from launch.runtime.progress import set_default_verbosity

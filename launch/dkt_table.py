@@ -20,6 +20,7 @@ from typing import Any
 from absl import app, flags
 
 from launch.configs import dkt_paper
+from launch.runtime import compile_cache
 
 METRICS = ("auc_n", "auc_c", "w1", "w2", "m1", "m2")
 HEADERS = {"auc_n": "AUC(N)", "auc_c": "AUC(C)", "w1": "w1", "w2": "w2", "m1": "m1", "m2": "m2"}
@@ -215,6 +216,7 @@ def run_table(workdir: str, manual_dir: str | None, datasets: list[str], models:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from launch.runtime.cli import exit_on_user_error
     from launch.runtime.progress import set_default_verbosity
     set_default_verbosity()
