@@ -12,6 +12,17 @@ Workdir layout (``<workdir>/``):
                              roc_curves.png, auc_by_feature_set.png, submission.{txt,csv}
     analyses/                nlg_<name>.png, skill_correlation_heatmap.png, analyses.json
     report.md, results.json, timings in results.json
+
+Multi-process runs (``jax.distributed``: ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+``JAX_PROCESS_ID``, SLURM, ...; see ``launch.runtime.mesh.maybe_initialize_distributed``, called here before
+anything touches a JAX backend): process 0 alone generates and builds the data (the others wait, then read
+that build); every process trains the KT models together, as ``launch.dkt`` does; then process 0 alone
+does everything else: the knowledge-state export, BKT, the sklearn stage, the analyses and every file of
+the workdir (``kt/<name>/`` is written by ``launch.train_dkt``, also on process 0 only). The other
+processes wait for it and return the same results dict as ``results.json`` holds it (sent through the
+``jax.distributed`` key-value store, so plain JSON types). These waits use that key-value store, not device
+collectives, so they may last as long as the sklearn stage does; an error on process 0 is raised on the
+others as well, so none of them waits forever.
 """
 from __future__ import annotations
 
@@ -19,8 +30,9 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import ml_collections
 import numpy as np
 import pandas as pd
@@ -28,9 +40,42 @@ import pandas as pd
 from datasets import prepare
 from dkt_jax.stem import analyses, bkt, classify, export, features, report
 from launch import train_dkt
-from launch.runtime.cli import ConfigError
+from launch.runtime import mesh as mesh_lib
+from launch.runtime.cli import USER_ERRORS, ConfigError
 from launch.runtime.progress import summary
 from launch.runtime.workdir import Workdir, write_config
+
+WAIT_FOR_PROCESS_0_S = 7 * 24 * 3600  # how long the other processes wait for a stage of process 0
+_KV_PREFIX, _OK, _FAILED = "launch.stem/", "ok:", "failed:"
+
+
+def on_process_0(key: str, fn: Callable[[], str]) -> str:
+    """``fn()`` run on process 0 only; its string result is handed to every process.
+
+    With one process this is ``fn()``. With several, the others block on the ``jax.distributed`` key-value
+    store (no device collective, so the wait may be long) until process 0 has published ``key``. An
+    exception of ``fn`` is re-raised on process 0 and raised on the others as well (the same user-error type,
+    else ``RuntimeError``), so none of them waits for a result that never comes. ``key``: unique per run.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from jax._src import distributed  # the coordination-service client made by jax.distributed.initialize
+
+    client, key = distributed.global_state.client, _KV_PREFIX + key
+    if jax.process_index() == 0:
+        try:
+            value = fn()
+        except BaseException as e:
+            client.key_value_set(key, f"{_FAILED}{type(e).__name__}:{e}")
+            raise
+        client.key_value_set(key, _OK + value)
+        return value
+    value = client.blocking_key_value_get(key, WAIT_FOR_PROCESS_0_S * 1000)
+    if value.startswith(_FAILED):
+        kind, _, message = value[len(_FAILED):].partition(":")
+        error = next((e for e in USER_ERRORS if e.__name__ == kind), None)
+        raise (error(f"(process 0) {message}") if error else RuntimeError(f"process 0 failed: {kind}: {message}"))
+    return value[len(_OK):]
 
 
 def prepare_data(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[str, str | None]:
@@ -60,18 +105,21 @@ def kt_config(config: ml_collections.ConfigDict, name: str, data_dir: str) -> ml
     return cfg
 
 
-def train_or_reuse(config: ml_collections.ConfigDict, name: str, data_dir: str, wd: Workdir) -> tuple[Any, dict]:
+def train_or_reuse(config: ml_collections.ConfigDict, name: str, data_dir: str, wd: Workdir,
+                   load: bool = True) -> tuple[Any, dict]:
     """Trained params of KT model ``name``: loads ``kt/<name>/best_params.msgpack`` if present, else trains
-    (``train_and_evaluate`` itself resumes from checkpoints of an interrupted run)."""
+    (``train_and_evaluate`` itself resumes from checkpoints of an interrupted run). With several processes
+    every one calls this (process 0 decides whether to reuse); ``load=False`` returns None for the params."""
     kt_dir = wd.path("kt", name)
-    if os.path.exists(os.path.join(kt_dir, train_dkt.PARAMS_FILE)):
+    params_file = os.path.join(kt_dir, train_dkt.PARAMS_FILE)
+    if on_process_0(f"reuse/{name}", lambda: "1" if os.path.exists(params_file) else "") == "1":
         summary(f"Reusing trained {name} from {kt_dir}")
         results_path = os.path.join(kt_dir, "results.json")
         results = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
     else:
         summary(f"Training {name} (lambdas {config.kt_models[name].to_dict()}) into {kt_dir}")
         results = train_dkt.train_and_evaluate(kt_config(config, name, data_dir), kt_dir)
-    params, _ = train_dkt.load_params(kt_dir)
+    params = train_dkt.load_params(kt_dir)[0] if load else None
     return params, {k: results.get(k) for k in ("test", "best_epoch", "epochs_run", "train_time_s_this_run")}
 
 
@@ -125,13 +173,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs the whole STEM pipeline into ``workdir``; returns the results dict (also results.json)."""
+    """Runs the whole STEM pipeline into ``workdir``; returns the results dict (also results.json).
+
+    With several processes (module docstring): all of them train the KT models; process 0 alone builds
+    the data first and does everything after the training; the others return its results dict as
+    results.json holds it."""
     validate_config(config)
+    mesh_lib.maybe_initialize_distributed()  # before anything starts a JAX backend (Workdir.make does)
     wd = Workdir(workdir).make()
-    write_config(wd, config)
+    write_config(wd, config)  # process 0 writes
     timings: dict[str, float] = {}
     t0 = time.time()
-    data_dir, gt_dir = prepare_data(config, wd)
+    data_dir, gt_dir = json.loads(on_process_0("data", lambda: json.dumps(prepare_data(config, wd))))
+    if jax.process_index() > 0:  # process 0's build (or, with no shared file system, the same build here)
+        data_dir, gt_dir = prepare_data(config, wd)
     labelled_all, meta = features.load_split(config.dataset, config.labelled_split, data_dir)
     labelled = features.labelled_subset(labelled_all)
     submission, _ = features.load_split(config.dataset, config.submission_split, data_dir)
@@ -140,12 +195,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary(f"{len(labelled)} labelled students ({int(labelled.labels.sum())} STEM), {len(submission)} "
             f"submission rows, {len(skill_vocab)} skills")
 
-    kt_results, exports, states = {}, {}, {}
+    kt_results = {}
+    for name in config.kt_models:  # every process: the training is collective
+        t = time.time()
+        _, kt_results[name] = train_or_reuse(config, name, data_dir, wd, load=False)
+        timings[f"train_{name}_s"] = time.time() - t
+
+    done: dict[str, dict] = {}
+
+    def rest() -> str:
+        done["results"] = _export_and_evaluate(config, wd, data_dir, gt_dir, labelled, submission, skill_vocab,
+                                               kt_results, timings, t0)
+        return json.dumps(done["results"], default=float)
+
+    payload = on_process_0("results", rest)  # process 0 runs it; the others wait for its results
+    return done.get("results") or json.loads(payload)
+
+
+def _export_and_evaluate(config: ml_collections.ConfigDict, wd: Workdir, data_dir: str, gt_dir: str | None,
+                         labelled: features.StudentTable, submission: features.StudentTable,
+                         skill_vocab: list[str], kt_results: dict, timings: dict, t0: float) -> dict:
+    """The stages after the KT training (process 0 only): export, BKT, sklearn, analyses, results, report."""
+    exports, states = {}, {}
     ids, seqs = _union(labelled, submission)
     for name in config.kt_models:
-        t = time.time()
-        params, kt_results[name] = train_or_reuse(config, name, data_dir, wd)
-        timings[f"train_{name}_s"] = time.time() - t
+        params, _ = train_dkt.load_params(wd.path("kt", name))
         t = time.time()
         ex = export.export_knowledge_states(params, seqs, student_ids=ids, skill_vocab=skill_vocab,
                                     chunk_len=config.export.chunk_len, batch_size=config.export.batch_size,
