@@ -4,6 +4,9 @@ Files written into the output directory (a launch.fdp workdir):
 
     results.json                 pooled metrics, per-fold table, config, code version, timing
     report.md                    the same as a human-readable page (links the PNGs)
+
+With several training seeds (``config.seeds``) each ``seed_<s>/`` subfolder holds those files of one seed and
+``write_seed_results`` writes the aggregate results.json / report.md (per-seed table, mean ± std) above them.
     plots/confusion_matrix.png   pooled confusion matrix (counts and row-normalised recall)
     plots/dynamic_images.png     dynamic-image targets (top) vs reconstructions (bottom)
     plots/training_curves.png    train loss / CE / DI-MSE per fold (and validation score, if any)
@@ -125,6 +128,8 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str,
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "missing"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.{digits}f}"
     return str(value)
@@ -163,6 +168,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"For contrast only: the mean of per-fold macro F1 is {_fmt(pooled['fold_mean_macro_f1'])}; the "
         "reported UF1 is the pooled one.",
         "",
+        *bootstrap_lines(pooled),
+        *di_baseline_lines(pooled),
         "## Per class",
         "",
         markdown_table([{"class": name, "support": pooled["support"][i], "f1": pooled["per_class_f1"][i],
@@ -177,9 +184,96 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines += [f"![{name}]({rel})", ""]
     lines += ["## Per fold", "",
               markdown_table(pooled["per_fold"], ["subject", "n", "accuracy", "macro_f1", "weighted_f1", "di_mse",
-                                                  "selected_step"]), "",
+                                                  "di_baseline_mse", "selected_step"]), "",
               "## Config", "", "```json", json.dumps(config, indent=2, default=str), "```", ""]
     return "\n".join(lines)
+
+
+def _interval(ci: Sequence[float]) -> str:
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def bootstrap_lines(pooled: Mapping[str, Any]) -> list[str]:
+    """The report.md sentence on the pooled metrics' bootstrap interval (none without ``bootstrap_ci95``)."""
+    ci = pooled.get("bootstrap_ci95")
+    if not ci:
+        return []
+    return [f"{100 * ci.get('level', 0.95):.0f}% bootstrap interval over the {pooled['num_samples']} pooled test "
+            f"clips ({ci.get('method', 'percentile')}, {ci['resamples']} resamples, numpy seed {ci.get('seed', 0)}): "
+            f"UF1 {_interval(ci['uf1'])}, UAR {_interval(ci['uar'])}. It covers which clips were tested, not the "
+            "training seed (`--config.seeds=0,1,2` measures that).", ""]
+
+
+def di_baseline_lines(pooled: Mapping[str, Any]) -> list[str]:
+    """The report.md section comparing the decoder's pooled DI error with the "predict the training mean"
+    baseline (each fold's mean training DI target), or saying why the baseline is missing."""
+    if "di_mse" not in pooled:
+        return []
+    lines = ["## Dynamic images vs the mean baseline", "",
+             "Baseline: for each fold, the pixelwise mean DI target of its training clips, predicted for every test "
+             "clip; pooled over folds like the decoder's error (all test pixels of all folds).", ""]
+    if pooled.get("di_baseline_mse") is None:
+        missing = ", ".join(pooled.get("di_baseline_missing", [])) or "?"
+        return lines + [f"Baseline missing: the predictions of fold(s) {missing} were written before it was "
+                        "recorded (delete their predictions.npz to retrain them with it).", ""]
+    rows = [{"predictor": "FDP decoder", "di_mse": pooled["di_mse"], "di_psnr": pooled["di_psnr"]},
+            {"predictor": "training-mean DI (baseline)", "di_mse": pooled["di_baseline_mse"],
+             "di_psnr": pooled["di_baseline_psnr"]}]
+    return lines + [markdown_table(rows, ["predictor", "di_mse", "di_psnr"]), "",
+                    f"DI PSNR gain over the mean baseline (dB): {pooled['di_psnr_gain_db']:+.2f}", ""]
+
+
+def _mean_std(summary: Mapping[str, Any], key: str) -> str:
+    if key not in summary:
+        return "missing"
+    entry = summary[key]
+    return f"{entry['mean']:.4f} ± " + ("n/a" if entry["std"] is None else f"{entry['std']:.4f}")
+
+
+def render_seeds_markdown(results: Mapping[str, Any]) -> str:
+    """The aggregate report.md of a several-seed run (``write_seed_results``): one row per seed, then the
+    mean ± sample std (ddof=1) over seeds."""
+    summary = results["summary"]
+    columns = ["seed", "uf1", "uf1 95% CI", "uar", "uar 95% CI", "accuracy", "di_mse", "di_psnr", "di_baseline_psnr",
+               "di_psnr_gain_db"]
+    rows = []
+    for row in results["per_seed"]:
+        ci = row.get("bootstrap_ci95") or {}
+        rows.append({**row, "seed": f"[{row['seed']}]({row['workdir']}/report.md)",
+                     **{f"{k} 95% CI": _interval(ci[k]) if ci else "" for k in ("uf1", "uar")}})
+    rows.append({"seed": f"**mean ± std (ddof={summary['std_ddof']})**",
+                 **{k: _mean_std(summary, k) for k in columns if k not in ("seed", "uf1 95% CI", "uar 95% CI")}})
+    lines = [f"# FDP LOSO report over {summary['num_seeds']} training seeds: {results.get('dataset', '?')}", ""]
+    if results.get("select_on_test"):
+        lines += [leaky_note(results.get("config", {}).get("selection_metric", "uf1")), ""]
+    lines += [
+        f"- code version: `{results.get('code_version', 'unknown')}`",
+        f"- seeds: {', '.join(str(s) for s in results['seeds'])} (each a whole LOSO run in `seed_<s>/`: its own "
+        "initialisations, data order and dropout keys; one data release)",
+        f"- model selection: {results.get('selection', '?')}",
+        f"- wall time: {_fmt(results.get('wall_time_s', float('nan')), 1)} s",
+        "",
+        "## Pooled metrics per seed",
+        "",
+        "Each seed's metrics pool the predictions of all its folds; the CIs are that seed's percentile bootstrap "
+        "over test clips. The last row is the mean and the sample standard deviation (ddof=1) over seeds.",
+        "",
+        markdown_table(rows, columns),
+        "",
+        "## Config", "", "```json", json.dumps(results.get("config", {}), indent=2, default=str), "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_seed_results(out_dir: str, results: dict, code_version: str) -> dict:
+    """Writes the several-seed aggregate ``out_dir``/results.json and report.md (``render_seeds_markdown``)."""
+    results = dict(results)
+    results.setdefault("code_version", code_version)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, default=str)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(render_seeds_markdown(results))
+    return results
 
 
 def write_results(out_dir: str, results: dict, code_version: str) -> dict:

@@ -4,7 +4,8 @@
 
 Re-running with the same workdir resumes: finished folds keep their predictions, an interrupted fold
 continues from its latest checkpoint. Outputs: results.json, report.md, plots/*.png, metrics.jsonl,
-tensorboard/, folds/<subject>/{predictions.npz, checkpoints/}.
+tensorboard/, folds/<subject>/{predictions.npz, checkpoints/}. ``--config.seeds=0,1,2``: those outputs per seed in
+``<workdir>/seed_<s>/``, and results.json / report.md with the mean ± std over seeds in ``<workdir>``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from launch.runtime import compile_cache
 from launch.runtime.cli import exit_on_user_error, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an FDP config .py file.", lock_config=True)
@@ -31,17 +33,26 @@ def main(argv: list[str]) -> None:
         from launch.runtime.host_memory import keep_freed_host_memory, release_after_compiles
         if keep_freed_host_memory():
             release_after_compiles()
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from launch import train_fdp  # after flag parsing: jax is configured by then
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
     results = exit_on_user_error("launch.fdp", train_fdp.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
-    pooled = results["pooled"]
-    summary = {k: round(pooled[k], 4) for k in ("uf1", "uar", "accuracy", "weighted_f1", "di_mse") if k in pooled}
-    print(json.dumps({"dataset": results["dataset"], "folds": len(pooled["per_fold"]),
-                      "test_clips": pooled["num_samples"], **summary,
-                      "leaky_select_on_test": results["select_on_test"],
-                      "wall_time_s": round(results["wall_time_s"], 1)}))
+    if "summary" in results:  # several seeds (--config.seeds): mean ± sample std over seeds
+        summary = results["summary"]
+        stats = {f"{k}_{stat}": None if summary[k][stat] is None else round(summary[k][stat], 4)
+                 for k in ("uf1", "uar", "accuracy", "di_psnr") if k in summary for stat in ("mean", "std")}
+        print(json.dumps({"dataset": results["dataset"], "seeds": results["seeds"], **stats,
+                          "std_ddof": summary["std_ddof"], "leaky_select_on_test": results["select_on_test"],
+                          "wall_time_s": round(results["wall_time_s"], 1)}))
+    else:
+        pooled = results["pooled"]
+        summary = {k: round(pooled[k], 4) for k in ("uf1", "uar", "accuracy", "weighted_f1", "di_mse") if k in pooled}
+        print(json.dumps({"dataset": results["dataset"], "folds": len(pooled["per_fold"]),
+                          "test_clips": pooled["num_samples"], **summary,
+                          "leaky_select_on_test": results["select_on_test"],
+                          "wall_time_s": round(results["wall_time_s"], 1)}))
     print(f"Report: {_WORKDIR.value}/report.md")
 
 

@@ -14,10 +14,15 @@ reused by every fold.
 
 ``select_on_test=True`` reproduces the official code's leaky choice of each fold's best step on the test
 subject; the report labels such results as leaky.
+
+``config.seeds`` (e.g. ``--config.seeds=0,1,2``) runs the whole protocol once per seed into ``<workdir>/seed_<s>/``
+(``train_and_evaluate_seeds``) and writes the mean ± std over seeds into ``<workdir>``; empty = one run of
+``config.seed`` in ``<workdir>`` itself.
 """
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 import time
@@ -102,6 +107,17 @@ def make_init_state(config: ml_collections.ConfigDict, model_config: ml_collecti
         return mesh_lib.replicate(state, mesh)
 
     return init_state
+
+
+def make_steps(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh) -> tuple[Callable, StepFn, StepFn | None, StepFn]:
+    """(init_state, train_step, frozen_bn_step or None, eval_step) of ``config``: compiled once, used by every fold."""
+    step_kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
+                       donate=config.get("donate_state", True))
+    frozen_bn_step = (train_steps.make_train_step(mesh, bn_train=False, **step_kwargs)
+                      if config.get("eval_mode_after_first_epoch", False) else None)
+    train_step = train_steps.make_train_step(mesh, bn_train=True, **step_kwargs)
+    return make_init_state(config, model_config, mesh), train_step, frozen_bn_step, train_steps.make_eval_step(mesh)
 
 
 def fold_key(seed: int, fold_index: int) -> jax.Array:
@@ -215,6 +231,9 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
         bar.close()
     finally:
         ckpt.close()
+        for it in (train_iter, fold.train_iter):  # stop grain's prefetch threads / workers now, not at GC
+            if hasattr(it, "close"):
+                it.close()
     if mode == "last":
         return {**predict(eval_step, state, fold.test_batches, mesh), "step": np.int64(num_steps)}
     return {k: v for k, v in candidate.items() if k != "score"}
@@ -243,9 +262,48 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{field} must be {text}, got {value!r}.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def seed_list(config: ml_collections.ConfigDict) -> list[int]:
+    """``config.seeds`` as a list of distinct ints >= 0; [] (the default) = the single ``config.seed`` run."""
+    seeds = (config.get("seeds"),) if isinstance(config.get("seeds"), int) else tuple(config.get("seeds") or ())
+    if not all(type(s) is int and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config.seeds must be distinct ints >= 0 (e.g. --config.seeds=0,1,2), got {seeds!r}.")
+    return list(seeds)
+
+
+def train_and_evaluate_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The LOSO protocol once per seed of ``config.seeds`` into ``<workdir>/seed_<s>/`` (each a single-seed workdir,
+    resumable), all on one data release; then results.json / report.md in ``workdir``: each seed's pooled metrics
+    and their mean ± sample std (ddof=1) over seeds. Returns that aggregate dict."""
+    started = time.time()
+    seeds = seed_list(config)
+    wd = workdir_lib.Workdir(os.path.abspath(workdir)).make()
+    if os.path.isdir(wd.path("folds")):
+        raise ConfigError(f"{wd.root} holds a single-seed run (folds/); give the several-seed run another --workdir.")
+    base = ml_collections.ConfigDict(config.to_dict())
+    base.data.data_dir = base.data.get("data_dir") or wd.path("tfds")  # '' = one build in <workdir>, every seed
+    if base.data.get("synthetic") is not None:
+        base.data.synthetic.out_dir = (base.data.synthetic.get("out_dir")
+                                       or wd.path("synthetic", registry.split_name(base.data.name)[0]))
+    runs, steps_cache = [], {}
+    for seed in seeds:
+        run_config = ml_collections.ConfigDict(dict(base.to_dict(), seed=seed, seeds=()))
+        progress.summary(f"seed {seed} ({len(runs) + 1} of {len(seeds)}): {wd.path(f'seed_{seed}')}")
+        runs.append(train_and_evaluate(run_config, wd.path(f"seed_{seed}"), steps_cache))
+    per_seed = [{**metrics.seed_row(seed, run["pooled"]), "workdir": f"seed_{seed}"} for seed, run in zip(seeds, runs)]
+    results = {key: runs[0][key] for key in ("dataset", "class_names", "subjects", "select_on_test", "selection")}
+    results.update(seeds=seeds, per_seed=per_seed, summary=metrics.seed_summary(per_seed),
+                   wall_time_s=time.time() - started, config=config.to_dict())
+    if jax.process_index() != 0:
+        return results
+    return report.write_seed_results(wd.root, results, workdir_lib.code_version())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, steps_cache: dict | None = None) -> dict:
     """Runs the whole LOSO protocol of ``config`` in ``workdir`` (resuming what is there); returns the results
-    dict also written to results.json."""
+    dict also written to results.json. With ``config.seeds``: ``train_and_evaluate_seeds``. ``steps_cache``: a
+    dict shared by several calls reuses the compiled steps of an equal model / optimiser / mesh."""
+    if seed_list(config):
+        return train_and_evaluate_seeds(config, workdir)
     started = time.time()
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked private copy (num_classes is set below)
     validate_config(config)
@@ -274,13 +332,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model_config.num_classes = num_classes
     model_config.dtype = compute_dtype(config, mesh)
     model_config = configs.with_platform(model_config, mesh)  # the CPU-specific kernels only on CPU meshes
-    init_state = make_init_state(config, model_config, mesh)
-    step_kwargs = dict(ce_weight=config.loss.ce_weight, mse_weight=config.loss.di_weight,
-                       donate=config.get("donate_state", True))
-    train_step = train_steps.make_train_step(mesh, bn_train=True, **step_kwargs)
-    frozen_bn_step = (train_steps.make_train_step(mesh, bn_train=False, **step_kwargs)
-                      if config.get("eval_mode_after_first_epoch", False) else None)
-    eval_step = train_steps.make_eval_step(mesh)
+    key = (repr(model_config), repr(config.optimizer), repr(config.loss), config.num_steps,
+           config.get("donate_state", True), config.get("eval_mode_after_first_epoch", False), mesh)
+    steps_cache = {} if steps_cache is None else steps_cache  # the several-seed runs share their compiled steps
+    if key not in steps_cache:
+        steps_cache[key] = make_steps(config, model_config, mesh)
+    init_state, train_step, frozen_bn_step, eval_step = steps_cache[key]
 
     # Folds: train, select, predict the held-out subject (finished folds are read back).
     writer = metric_writers.MetricWriter(wd.root)
@@ -289,7 +346,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for fold_index, subject in enumerate(progress.progress(subjects, desc="LOSO folds", unit="fold")):
             pred_path = wd.path("folds", subject, "predictions.npz")
             if os.path.exists(pred_path):
-                outputs = dict(np.load(pred_path))
+                with np.load(pred_path) as stored:
+                    outputs = dict(stored)
                 logging.info("Fold %s already finished: keeping its predictions.", subject)
             else:
                 fold = input_pipeline.make_fold(clips, subject, config.data, seed=config.seed,
@@ -299,7 +357,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 outputs = train_fold(config, fold, wd.path("folds", subject), fold_index, init_state=init_state,
                                      train_step=train_step, frozen_bn_step=frozen_bn_step, eval_step=eval_step,
                                      mesh=mesh, writer=writer)
+                # The "predict the training mean" DI baseline (Fetch's float32 / 255 targets), pooled like di_mse.
+                train_di = clips.di_target[fold.info["train_indices"]].astype(np.float32) / 255.0
+                outputs.update(metrics.mean_di_baseline(train_di, outputs["di_target"]))
                 outputs["wall_time_s"] = np.float64(time.time() - fold_started)
+                del fold, train_di  # the fold's batches and (closed) grain iterator: nothing per fold outlives it
+                gc.collect()
+                host_memory.release_free_host_memory()
                 outputs["host_rss_mb"] = np.float64(host_memory.current_rss_mb())  # memory across folds
                 _save_npz(pred_path, **outputs)
                 fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]

@@ -18,7 +18,9 @@ from fdp_jax.configs import get_model_config
 def base_config(dataset: str = "casme2/5class", size: str = "full", mode: str = "paper") -> ml_collections.ConfigDict:
     """Every field of an FDP LOSO config, with the official training values as defaults."""
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0                       # the training seed: fold initialisations, data order, dropout keys
+    c.seeds = ()                     # several training seeds, e.g. --config.seeds=0,1,2: one whole LOSO run per seed
+                                     # in <workdir>/seed_<s>/ + mean ± std over seeds; () = the one run of `seed`
     c.data = input_pipeline.default_config()
     c.data.name = dataset
     c.data.manual_dir = ""           # the unpacked release (required unless data.synthetic.enabled)
