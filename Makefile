@@ -33,7 +33,7 @@ demo-stem: $(STAMP)
 # The whole test suite (what CI runs): ruff first (its config in pyproject.toml bans the upward imports), then pytest.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import metrics as skm
 
 from dkt_jax.losses import gather_skill
 
@@ -60,6 +59,7 @@ def batch_statistics(probs: jax.Array, skills: jax.Array, correct: jax.Array, le
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Pooled ROC AUC; NaN when only one class is present (instead of raising)."""
+    from sklearn import metrics as skm  # lazy: ~1 s of every launcher's start-up
     labels = np.asarray(labels)
     if labels.size == 0 or labels.min() == labels.max():
         return float("nan")

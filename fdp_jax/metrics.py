@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
 
 def _as_int_vector(name: str, values: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -45,6 +44,7 @@ def classification_metrics(labels: Sequence[int] | np.ndarray, predictions: Sequ
     ``support`` (C ints) and ``num_samples``. Classes absent from both vectors count as F1 = 0
     (explicit ``labels=``, ``zero_division=0``), so the score always averages over all C classes.
     """
+    from sklearn import metrics as skm  # lazy: ~1 s of every launcher's start-up
     y_true = _as_int_vector("labels", labels)
     y_pred = _as_int_vector("predictions", predictions)
     if y_true.shape != y_pred.shape:
@@ -100,6 +100,7 @@ def per_fold_rows(folds: Sequence[Mapping], num_classes: int) -> list[dict]:
     ``folds`` items hold ``subject``, ``labels``, ``predictions`` and optionally ``di_pred``,
     ``di_target`` and ``selected_step``.
     """
+    from sklearn import metrics as skm  # lazy: ~1 s of every launcher's start-up
     rows = []
     for fold in folds:
         y_true = _as_int_vector("labels", fold["labels"])

@@ -19,7 +19,7 @@ import pytest
 
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
-from tests.multidevice import run_with_devices
+from tests.multidevice import start_with_devices
 
 EXPORT_SIZE = os.environ.get("FDP_EXPORT_SIZE", "full")
 EXPORT_BATCH = int(os.environ.get("FDP_EXPORT_BATCH", "36"))
@@ -113,9 +113,17 @@ print(json.dumps(out))
 """
 
 
-def test_fdp_steps_export_on_a_four_device_data_mesh():
+@pytest.fixture(scope="module", autouse=True)
+def four_device_run():
+    """The 4-device subprocess, started when the module starts: it runs beside the single-device exports."""
+    run = start_with_devices(MULTI.replace("SIZE", repr(EXPORT_SIZE)).replace("BATCH", str(EXPORT_BATCH)), 4)
+    yield run
+    run.kill()
+
+
+def test_fdp_steps_export_on_a_four_device_data_mesh(four_device_run):
     """NamedSharding annotations lower for cuda/tpu on a 4-device mesh; still no CPU paths ('cpu' has them)."""
-    r = run_with_devices(MULTI.replace("SIZE", repr(EXPORT_SIZE)).replace("BATCH", str(EXPORT_BATCH)), 4)
+    r = four_device_run.result()
     for mode in ("paper", "reference_compat"):
         for step in ("train", "eval"):
             generic = r[f"{mode}/generic"][step]

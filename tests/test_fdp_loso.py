@@ -20,7 +20,7 @@ import pytest
 from fdp_jax import input_pipeline, train_steps
 from launch import train_fdp
 from launch.configs import fdp_tiny
-from tests.multidevice import run_with_devices
+from tests.multidevice import start, start_with_devices
 
 SUBJECTS = ("sub01", "sub02")  # the LOSO folds of most runs; sub03 is always a training subject
 
@@ -92,7 +92,46 @@ def reference_run(data_root, tmp_path_factory):
     return workdir, train_fdp.train_and_evaluate(small_config(data_root, checkpoint_every=100), str(workdir))
 
 
-def test_loso_end_to_end_writes_reports(reference_run, data_root):
+EIGHT_DEVICES_CODE = """
+import json, os, tempfile
+os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile speed, for both device counts
+import numpy as np
+from launch import train_fdp
+from launch.runtime.metric_writers import read_jsonl
+from tests.test_fdp_loso import small_config, fold_logits
+out = {}
+for n in (1, 8):
+    wd = tempfile.mkdtemp()
+    config = small_config(DATA_ROOT, num_devices=n, batch_size=8, num_steps=2, checkpoint_every=100,
+                          log_every=1, **{"optimizer.learning_rate": 1e-5, "data.subjects": ("sub01",)})
+    res = train_fdp.train_and_evaluate(config, wd)
+    out[n] = {"mesh": res["mesh"], "uf1": res["pooled"]["uf1"], "logits": fold_logits(wd, "sub01").tolist(),
+              "losses": [r["loss"] for r in read_jsonl(wd + "/metrics.jsonl") if "loss" in r]}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def background_runs(reference_run, data_root, tmp_path_factory):
+    """The module's subprocess runs, started once the release is built and the tiny steps are compiled into the
+    session's compilation cache (``reference_run``): the 8-vs-1-device run and the ``python -m launch.fdp`` CLI
+    run. They run beside this module's in-process runs (2 cores) and are collected by the tests that check them."""
+    import sys
+
+    del reference_run
+    cli_dir = tmp_path_factory.mktemp("cli")
+    runs = {
+        "devices": start_with_devices(EIGHT_DEVICES_CODE.replace("DATA_ROOT", repr(data_root)), 8),
+        "cli": start([sys.executable, "-m", "launch.fdp", "--config=launch/configs/fdp_tiny.py",
+                      f"--workdir={cli_dir / 'tiny'}"], env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=900),
+        "cli_dir": cli_dir,
+    }
+    yield runs
+    runs["devices"].kill()
+    runs["cli"].kill()
+
+
+def test_loso_end_to_end_writes_reports(reference_run, data_root, background_runs):
     workdir, results = reference_run
     pooled = results["pooled"]
     assert [r["subject"] for r in pooled["per_fold"]] == list(SUBJECTS)
@@ -160,26 +199,8 @@ def test_validation_selection_uses_training_subjects_only(tmp_path, data_root):
     assert any(r.get("prefix") == "fold_sub01/select" for r in records)
 
 
-def test_8_devices_agree_with_1_device(reference_run, data_root):
-    del reference_run  # the release is built
-    code = f"""
-    import json, os, tempfile
-    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile speed, for both device counts
-    import numpy as np
-    from launch import train_fdp
-    from launch.runtime.metric_writers import read_jsonl
-    from tests.test_fdp_loso import small_config, fold_logits
-    out = {{}}
-    for n in (1, 8):
-        wd = tempfile.mkdtemp()
-        config = small_config({data_root!r}, num_devices=n, batch_size=8, num_steps=2, checkpoint_every=100,
-                              log_every=1, **{{"optimizer.learning_rate": 1e-5, "data.subjects": ("sub01",)}})
-        res = train_fdp.train_and_evaluate(config, wd)
-        out[n] = {{"mesh": res["mesh"], "uf1": res["pooled"]["uf1"], "logits": fold_logits(wd, "sub01").tolist(),
-                  "losses": [r["loss"] for r in read_jsonl(wd + "/metrics.jsonl") if "loss" in r]}}
-    print(json.dumps(out))
-    """
-    out = run_with_devices(code, 8)
+def test_8_devices_agree_with_1_device(background_runs):
+    out = background_runs["devices"].result()
     assert "'data': 8" in out["8"]["mesh"] and "'data': 1" in out["1"]["mesh"]
     assert len(out["8"]["losses"]) == 2  # 1 fold x 2 steps
     # The same computation up to float reduction order: the first step's loss (before any update) agrees to
@@ -195,18 +216,17 @@ def test_8_devices_agree_with_1_device(reference_run, data_root):
     assert out["8"]["uf1"] == pytest.approx(out["1"]["uf1"])
 
 
-def test_tiny_config_end_to_end_and_predict_cli(tmp_path, reference_run):
+def test_tiny_config_end_to_end_and_predict_cli(background_runs):
     """The real thing through the CLIs: ``python -m launch.fdp`` with fdp_tiny.py (its own release in the
     workdir), then ``python -m launch.fdp_predict`` on one clip folder of that release."""
     import subprocess
     import sys
 
-    del reference_run  # compiled the same steps into the session's compilation cache
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    tmp_path = background_runs["cli_dir"]
     workdir = tmp_path / "tiny"
-    proc = subprocess.run([sys.executable, "-m", "launch.fdp", "--config=launch/configs/fdp_tiny.py",
-                           f"--workdir={workdir}"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    proc = background_runs["cli"].result()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"folds": 3' in proc.stdout and "report.md" in proc.stdout
     results = json.loads((workdir / "results.json").read_text())

@@ -7,7 +7,7 @@ import pytest
 
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
-from tests.multidevice import run_with_devices
+from tests.multidevice import start_with_devices
 
 
 def _batch(b, size=32, seed=0, masked=0):
@@ -122,10 +122,20 @@ print(json.dumps({
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def multi_runs():
+    """Both remat variants' 8-device subprocesses, started when the module starts: they run side by side (and
+    beside this module's single-device tests) on a 2-core machine."""
+    runs = {remat: start_with_devices(MULTI.replace("REMAT", str(remat)), 8) for remat in (False, True)}
+    yield runs
+    for run in runs.values():
+        run.kill()
+
+
 @pytest.mark.parametrize("remat", [False, True])
-def test_data_parallel_jit_and_pmap_agree_with_single_device(remat):
+def test_data_parallel_jit_and_pmap_agree_with_single_device(remat, multi_runs):
     """remat=True: the encoder blocks through fdp_jax.lean_vjp.remat_after_cotangent (CPU backend)."""
-    r = run_with_devices(MULTI.replace("REMAT", str(remat)), 8)
+    r = multi_runs[remat].result()
     assert r["devices"] == 8 and "data" in r["mesh_sharding"]
     assert r["count"] == [13.0, 13.0, 13.0]
     np.testing.assert_allclose(r["loss_mesh"], r["loss"], rtol=1e-3)
