@@ -25,12 +25,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from dkt_jax import report
     from launch import train_dkt
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     results = exit_on_user_error("launch.dkt", train_dkt.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     print(report.results_table(results))
     print(f"best epoch {results['best_epoch']} of {results['epochs_run']}; outputs in {_WORKDIR.value}")

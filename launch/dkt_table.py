@@ -216,10 +216,10 @@ def run_table(workdir: str, manual_dir: str | None, datasets: list[str], models:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from launch.runtime.cli import exit_on_user_error
     from launch.runtime.progress import set_default_verbosity
     set_default_verbosity()
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     exit_on_user_error("launch.dkt_table", run_table, _WORKDIR.value, _MANUAL_DIR.value, _DATASETS.value,
                        _MODELS.value, _SEEDS.value, data_dir=_DATA_DIR.value, num_epochs=_NUM_EPOCHS.value,
                        hidden_size=_HIDDEN.value, batch_size=_BATCH.value, packing=_PACKING.value)

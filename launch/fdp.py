@@ -33,11 +33,11 @@ def main(argv: list[str]) -> None:
         from launch.runtime.host_memory import keep_freed_host_memory, release_after_compiles
         if keep_freed_host_memory():
             release_after_compiles()
-    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     from launch import train_fdp  # after flag parsing: jax is configured by then
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     results = exit_on_user_error("launch.fdp", train_fdp.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     if "summary" in results:  # several seeds (--config.seeds): mean ± sample std over seeds
         summary = results["summary"]
@@ -53,6 +53,11 @@ def main(argv: list[str]) -> None:
                           "test_clips": pooled["num_samples"], **summary,
                           "leaky_select_on_test": results["select_on_test"],
                           "wall_time_s": round(results["wall_time_s"], 1)}))
+        spread = _CONFIG.value.get("reference_seed_spread")
+        if spread and "uf1" in pooled:  # where this run falls in the config's measured seed spread
+            z = (pooled["uf1"] - spread.uf1_mean) / spread.uf1_std
+            print(f"UF1 {pooled['uf1']:.3f} is {z:+.1f} std from this config's {spread.seeds}-seed mean "
+                  f"{spread.uf1_mean:.3f} ± {spread.uf1_std:.3f} ({spread.source}).")
     print(f"Report: {_WORKDIR.value}/report.md")
 
 

@@ -26,13 +26,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     import jax
 
     from launch import train_stem
     from launch.runtime.progress import set_default_verbosity
 
     set_default_verbosity()
+    compile_cache.enable_compilation_cache()  # --compile_cache_dir; re-runs skip compiling
     results = exit_on_user_error("launch.stem", train_stem.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
     if jax.process_index() > 0:  # the same results; process 0 prints them
         return
