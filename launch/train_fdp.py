@@ -361,12 +361,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, steps_ca
                 train_di = clips.di_target[fold.info["train_indices"]].astype(np.float32) / 255.0
                 outputs.update(metrics.mean_di_baseline(train_di, outputs["di_target"]))
                 outputs["wall_time_s"] = np.float64(time.time() - fold_started)
+                fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]
                 del fold, train_di  # the fold's batches and (closed) grain iterator: nothing per fold outlives it
                 gc.collect()
                 host_memory.release_free_host_memory()
-                outputs["host_rss_mb"] = np.float64(host_memory.current_rss_mb())  # memory across folds
+                # Memory across folds, measured after everything a fold does (the first fold's scoring imports
+                # sklearn, ~60 MB, once per process).
+                outputs["host_rss_mb"] = np.float64(host_memory.current_rss_mb())
                 _save_npz(pred_path, **outputs)
-                fold_scores = metrics.per_fold_rows([{"subject": subject, **outputs}], num_classes)[0]
                 writer.write_scalars(fold_index, {k: v for k, v in fold_scores.items() if k != "subject"},
                                      prefix=f"fold_{subject}/test")
                 progress.summary(f"fold {subject}: {fold_scores['n']} test clips, accuracy "

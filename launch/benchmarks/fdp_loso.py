@@ -16,6 +16,9 @@ from absl import flags
 _FOLDS = flags.DEFINE_integer("fdp_loso_folds", 5, "Subjects (= LOSO folds) of the synthetic release.")
 _STEPS = flags.DEFINE_integer("fdp_loso_steps", 6, "Train steps per fold.")
 _OUT = flags.DEFINE_string("fdp_loso_out", None, "JSON result path.")
+_KEEP = flags.DEFINE_bool("fdp_loso_keep_host_memory", True,
+                          "The allocator setting of launch.fdp (its default --keep_host_memory): "
+                          "launch.runtime.host_memory.keep_freed_host_memory + release after compiles.")
 
 
 def main(argv):
@@ -25,6 +28,10 @@ def main(argv):
     from launch import train_fdp
     from launch.benchmarks import common
     from launch.configs import fdp_tiny
+    from launch.runtime import host_memory
+
+    if _KEEP.value and host_memory.keep_freed_host_memory():  # as launch.fdp does by default
+        host_memory.release_after_compiles()
 
     config = fdp_tiny.get_config()
     config.data.synthetic.num_subjects = _FOLDS.value
@@ -40,7 +47,8 @@ def main(argv):
     rows = [{"fold": i + 1, "subject": s, "rss_mb": r, "vs_fold_1": r / rss[0]}
             for i, (s, r) in enumerate(zip(results["subjects"], rss))]
     payload = {"folds": rows, "last_vs_first": rss[-1] / rss[0], "within_5_percent": abs(rss[-1] / rss[0] - 1) <= 0.05,
-               "peak_rss_mb": common.peak_rss_mb(), "load_average_1_5_15": list(os.getloadavg()),
+               "keep_host_memory": _KEEP.value, "peak_rss_mb": common.peak_rss_mb(),
+               "load_average_1_5_15": list(os.getloadavg()),
                "machine": common.machine_info()}
     print(common.format_table(rows, ["fold", "subject", "rss_mb", "vs_fold_1"]))
     print(f"RSS after fold {len(rss)} / after fold 1: {payload['last_vs_first']:.3f} "
