@@ -4,19 +4,20 @@ Files written into the output directory (a launch.fdp workdir):
 
     results.json                 pooled metrics, per-fold table, config, code version, timing
     report.md                    the same as a human-readable page (links the PNGs)
-
-With several training seeds (``config.seeds``) each ``seed_<s>/`` subfolder holds those files of one seed and
-``write_seed_results`` writes the aggregate results.json / report.md (per-seed table, mean ± std) above them.
     plots/confusion_matrix.png   pooled confusion matrix (counts and row-normalised recall)
     plots/dynamic_images.png     dynamic-image targets (top) vs reconstructions (bottom)
     plots/training_curves.png    train loss / CE / DI-MSE per fold (and validation score, if any)
+
+With several training seeds (``config.seeds``) each ``seed_<s>/`` subfolder holds those files of one seed and
+``write_results(..., render=render_seeds_markdown)`` writes the aggregate results.json / report.md (per-seed
+table, mean ± std) above them.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -231,7 +232,7 @@ def _mean_std(summary: Mapping[str, Any], key: str) -> str:
 
 
 def render_seeds_markdown(results: Mapping[str, Any]) -> str:
-    """The aggregate report.md of a several-seed run (``write_seed_results``): one row per seed, then the
+    """The aggregate report.md of a several-seed run (``write_results``): one row per seed, then the
     mean ± sample std (ddof=1) over seeds."""
     summary = results["summary"]
     columns = ["seed", "uf1", "uf1 95% CI", "uar", "uar 95% CI", "accuracy", "di_mse", "di_psnr", "di_baseline_psnr",
@@ -265,26 +266,17 @@ def render_seeds_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_seed_results(out_dir: str, results: dict, code_version: str) -> dict:
-    """Writes the several-seed aggregate ``out_dir``/results.json and report.md (``render_seeds_markdown``)."""
+def write_results(out_dir: str, results: dict, code_version: str,
+                  render: Callable[[dict], str] | None = None) -> dict:
+    """Writes ``out_dir``/results.json and report.md (``render``, default :func:`render_markdown`; a several-seed
+    aggregate passes :func:`render_seeds_markdown`); returns ``results`` with ``code_version`` added (the
+    caller's, e.g. the git commit; kept when ``results`` already has one)."""
     results = dict(results)
     results.setdefault("code_version", code_version)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=str)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(render_seeds_markdown(results))
-    return results
-
-
-def write_results(out_dir: str, results: dict, code_version: str) -> dict:
-    """Writes ``out_dir``/results.json and report.md; returns ``results`` with ``code_version`` added
-    (the caller's, e.g. the git commit; kept when ``results`` already has one)."""
-    results = dict(results)
-    results.setdefault("code_version", code_version)
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, default=str)
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(render_markdown(results))
+        f.write((render or render_markdown)(results))
     return results
 
 

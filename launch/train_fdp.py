@@ -295,7 +295,7 @@ def train_and_evaluate_seeds(config: ml_collections.ConfigDict, workdir: str) ->
                    wall_time_s=time.time() - started, config=config.to_dict())
     if jax.process_index() != 0:
         return results
-    return report.write_seed_results(wd.root, results, workdir_lib.code_version())
+    return report.write_results(wd.root, results, workdir_lib.code_version(), render=report.render_seeds_markdown)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, steps_cache: dict | None = None) -> dict:
