@@ -30,7 +30,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -41,42 +41,9 @@ from datasets import prepare
 from dkt_jax.stem import analyses, bkt, classify, export, features, report
 from launch import train_dkt
 from launch.runtime import mesh as mesh_lib
-from launch.runtime.cli import USER_ERRORS, ConfigError
+from launch.runtime.cli import ConfigError
 from launch.runtime.progress import summary
 from launch.runtime.workdir import Workdir, write_config
-
-WAIT_FOR_PROCESS_0_S = 7 * 24 * 3600  # how long the other processes wait for a stage of process 0
-_KV_PREFIX, _OK, _FAILED = "launch.stem/", "ok:", "failed:"
-
-
-def on_process_0(key: str, fn: Callable[[], str]) -> str:
-    """``fn()`` run on process 0 only; its string result is handed to every process.
-
-    With one process this is ``fn()``. With several, the others block on the ``jax.distributed`` key-value
-    store (no device collective, so the wait may be long) until process 0 has published ``key``. An
-    exception of ``fn`` is re-raised on process 0 and raised on the others as well (the same user-error type,
-    else ``RuntimeError``), so none of them waits for a result that never comes. ``key``: unique per run.
-    """
-    if jax.process_count() == 1:
-        return fn()
-    from jax._src import distributed  # the coordination-service client made by jax.distributed.initialize
-
-    client, key = distributed.global_state.client, _KV_PREFIX + key
-    if jax.process_index() == 0:
-        try:
-            value = fn()
-        except BaseException as e:
-            client.key_value_set(key, f"{_FAILED}{type(e).__name__}:{e}")
-            raise
-        client.key_value_set(key, _OK + value)
-        return value
-    value = client.blocking_key_value_get(key, WAIT_FOR_PROCESS_0_S * 1000)
-    if value.startswith(_FAILED):
-        kind, _, message = value[len(_FAILED):].partition(":")
-        error = next((e for e in USER_ERRORS if e.__name__ == kind), None)
-        raise (error(f"(process 0) {message}") if error else RuntimeError(f"process 0 failed: {kind}: {message}"))
-    return value[len(_OK):]
-
 
 def prepare_data(config: ml_collections.ConfigDict, wd: Workdir) -> tuple[str, str | None]:
     """Generates the synthetic release when asked (and absent), builds the dataset. Returns
@@ -112,7 +79,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, name: str, data_dir: str, 
     every one calls this (process 0 decides whether to reuse); ``load=False`` returns None for the params."""
     kt_dir = wd.path("kt", name)
     params_file = os.path.join(kt_dir, train_dkt.PARAMS_FILE)
-    if on_process_0(f"reuse/{name}", lambda: "1" if os.path.exists(params_file) else "") == "1":
+    if mesh_lib.on_process_0(f"reuse/{name}", lambda: "1" if os.path.exists(params_file) else "") == "1":
         summary(f"Reusing trained {name} from {kt_dir}")
         results_path = os.path.join(kt_dir, "results.json")
         results = json.load(open(results_path, encoding="utf-8")) if os.path.exists(results_path) else {}
@@ -184,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     write_config(wd, config)  # process 0 writes
     timings: dict[str, float] = {}
     t0 = time.time()
-    data_dir, gt_dir = json.loads(on_process_0("data", lambda: json.dumps(prepare_data(config, wd))))
+    data_dir, gt_dir = json.loads(mesh_lib.on_process_0("data", lambda: json.dumps(prepare_data(config, wd))))
     if jax.process_index() > 0:  # process 0's build (or, with no shared file system, the same build here)
         data_dir, gt_dir = prepare_data(config, wd)
     labelled_all, meta = features.load_split(config.dataset, config.labelled_split, data_dir)
@@ -208,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                kt_results, timings, t0)
         return json.dumps(done["results"], default=float)
 
-    payload = on_process_0("results", rest)  # process 0 runs it; the others wait for its results
+    payload = mesh_lib.on_process_0("results", rest)  # process 0 runs it; the others wait for its results
     return done.get("results") or json.loads(payload)
 
 

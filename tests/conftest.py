@@ -31,13 +31,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(JAX_CACH
 
 
 def _enable_compilation_cache() -> None:
-    import jax
+    from launch.runtime.compile_cache import enable_compilation_cache
 
-    cache_dir = os.environ["JAX_COMPILATION_CACHE_DIR"]
-    os.makedirs(cache_dir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    enable_compilation_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])  # min time: the environment's (above)
 
 
 _enable_compilation_cache()

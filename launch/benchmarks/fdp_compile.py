@@ -35,9 +35,10 @@ def _child(variant: str) -> dict:
     from fdp_jax import train_steps as ts
     from fdp_jax.configs import get_model_config, with_platform
 
+    from launch.runtime.compile_cache import enable_compilation_cache
+
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        enable_compilation_cache(os.environ["JAX_COMPILATION_CACHE_DIR"], min_compile_secs=0.0)
     if variant == "cpu_no_winograd":
         conv_lib.WINOGRAD_MIN_CHANNELS = 1 << 62  # this process only
     cfg = get_model_config(_SIZE.value, _MODE.value)

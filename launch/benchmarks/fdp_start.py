@@ -96,8 +96,9 @@ def _compile_step(mode: str, batch: int) -> dict:
     state, batch_sds, rng = _abstract_step_args("full", mode, "cpu", batch)
     out = {}
     cache_dir = tempfile.mkdtemp(prefix="fdp_jax_cache_")
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from launch.runtime.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache(cache_dir, min_compile_secs=0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     for name in ("cold", "warm_cache"):
         step = ts.make_train_step(donate=False, platform="cpu")  # a fresh jit: no in-memory cache

@@ -6,7 +6,7 @@ process. Parameters are replicated; batches are split along their leading axis.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -120,3 +120,37 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree replicated on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+WAIT_FOR_PROCESS_0_S = 7 * 24 * 3600  # how long the other processes wait for a stage of process 0
+_KV_PREFIX, _OK, _FAILED = "launch/on_process_0/", "ok:", "failed:"
+
+
+def on_process_0(key: str, fn: Callable[[], str]) -> str:
+    """``fn()`` run on process 0 only; its string result is handed to every process.
+
+    With one process this is ``fn()``. With several, the others block on the ``jax.distributed`` key-value
+    store (no device collective, so the wait may be long) until process 0 has published ``key``. An
+    exception of ``fn`` is re-raised on process 0 and raised on the others as well (the same user-error type,
+    else ``RuntimeError``), so none of them waits for a result that never comes. ``key``: unique per run.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    from launch.runtime.cli import USER_ERRORS  # lazy: cli imports the workdir and guard modules
+    from jax._src import distributed  # the coordination-service client made by jax.distributed.initialize
+
+    client, key = distributed.global_state.client, _KV_PREFIX + key
+    if jax.process_index() == 0:
+        try:
+            value = fn()
+        except BaseException as e:
+            client.key_value_set(key, f"{_FAILED}{type(e).__name__}:{e}")
+            raise
+        client.key_value_set(key, _OK + value)
+        return value
+    value = client.blocking_key_value_get(key, WAIT_FOR_PROCESS_0_S * 1000)
+    if value.startswith(_FAILED):
+        kind, _, message = value[len(_FAILED):].partition(":")
+        error = next((e for e in USER_ERRORS if e.__name__ == kind), None)
+        raise (error(f"(process 0) {message}") if error else RuntimeError(f"process 0 failed: {kind}: {message}"))
+    return value[len(_OK):]
