@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fdp_jax import input_pipeline, train_steps
+from fdp_jax import train_steps
 from launch import train_fdp
 from launch.configs import fdp_tiny
 from tests.multidevice import start, start_with_devices
@@ -43,35 +43,43 @@ def small_config(data_root: str, **overrides) -> ml_collections.ConfigDict:
     return c
 
 
+# The module's in-process runs share their traced and compiled steps (as the seeds of one launch.fdp run do):
+# train_and_evaluate compiles once per (model, optimiser, loss, num_steps, mesh).
+STEPS_CACHE: dict = {}
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> dict:
+    return train_fdp.train_and_evaluate(config, str(workdir), steps_cache=STEPS_CACHE)
+
+
 class Interrupt(Exception):
     pass
 
 
 @contextlib.contextmanager
 def interrupting(monkeypatch, at: tuple[str, int] | None = None, calls: list | None = None):
-    """Train steps record ``(test subject, state.step)`` in ``calls`` and raise ``Interrupt`` before step ``at``."""
-    current = {}
-    make_fold, make_train_step = input_pipeline.make_fold, train_steps.make_train_step
+    """Train steps record ``(test subject, state.step)`` in ``calls`` and raise ``Interrupt`` before step ``at``.
 
-    def tracking_make_fold(clips, subject, *args, **kwargs):
-        current["subject"] = subject
-        return make_fold(clips, subject, *args, **kwargs)
+    Wraps the step that ``train_fdp.train_fold`` is given, so the module's runs can share compiled steps."""
+    train_fold = train_fdp.train_fold
 
-    def interruptible_make_train_step(*args, **kwargs):
-        step_fn = make_train_step(*args, **kwargs)
+    def interruptible_train_fold(config, fold, *args, train_step, frozen_bn_step, **kwargs):
+        subject = fold.info["test_subject"]
 
-        def step(state, batch, rng):
-            where = (current["subject"], int(state.step))
-            if calls is not None:
-                calls.append(where)
-            if where == at:
-                raise Interrupt(f"interrupted at {at}")
-            return step_fn(state, batch, rng)
-        return step
+        def interruptible(step_fn):
+            def step(state, batch, rng):
+                where = (subject, int(state.step))
+                if calls is not None:
+                    calls.append(where)
+                if where == at:
+                    raise Interrupt(f"interrupted at {at}")
+                return step_fn(state, batch, rng)
+            return step
+        return train_fold(config, fold, *args, train_step=interruptible(train_step),
+                          frozen_bn_step=frozen_bn_step and interruptible(frozen_bn_step), **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(input_pipeline, "make_fold", tracking_make_fold)
-        m.setattr(train_steps, "make_train_step", interruptible_make_train_step)
+        m.setattr(train_fdp, "train_fold", interruptible_train_fold)
         yield
 
 
@@ -89,12 +97,11 @@ def data_root(tmp_path_factory) -> str:
 def reference_run(data_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference")
     # Checkpoints only at the end of a fold (they do not change the results): a faster uninterrupted run.
-    return workdir, train_fdp.train_and_evaluate(small_config(data_root, checkpoint_every=100), str(workdir))
+    return workdir, run(small_config(data_root, checkpoint_every=100), workdir)
 
 
 EIGHT_DEVICES_CODE = """
 import json, os, tempfile
-os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile speed, for both device counts
 import numpy as np
 from launch import train_fdp
 from launch.runtime.metric_writers import read_jsonl
@@ -154,17 +161,17 @@ def test_resume_between_and_within_folds_matches_uninterrupted_run(tmp_path, mon
     reference_dir, reference = reference_run
     wd = tmp_path / "resumed"
     with interrupting(monkeypatch, at=("sub01", 3)), pytest.raises(Interrupt):  # within fold sub01, after step 2
-        train_fdp.train_and_evaluate(config, str(wd))
+        run(config, wd)
     assert not os.path.exists(wd / "folds/sub01/predictions.npz")
     calls = []
     # Between folds: sub01 finishes, stop before sub02's first step.
     with interrupting(monkeypatch, at=("sub02", 0), calls=calls), pytest.raises(Interrupt):
-        train_fdp.train_and_evaluate(config, str(wd))
+        run(config, wd)
     assert calls[0] == ("sub01", 2), "fold sub01 must continue from its latest checkpoint (step 2)"
     assert os.path.exists(wd / "folds/sub01/predictions.npz")
     calls = []
     with interrupting(monkeypatch, calls=calls):
-        resumed = train_fdp.train_and_evaluate(config, str(wd))
+        resumed = run(config, wd)
     assert calls == [("sub02", s) for s in range(4)], "a finished fold must not be retrained"
     for subject in SUBJECTS:
         np.testing.assert_allclose(fold_logits(wd, subject), fold_logits(reference_dir, subject), rtol=1e-5, atol=1e-5)
@@ -174,13 +181,13 @@ def test_resume_between_and_within_folds_matches_uninterrupted_run(tmp_path, mon
 def test_select_on_test_is_labelled_leaky_and_resumes_with_its_best_step(tmp_path, monkeypatch, data_root):
     config = small_config(data_root, select_on_test=True, eval_every=1, selection_metric="accuracy",
                           **{"data.subjects": ("sub01",)})
-    reference = train_fdp.train_and_evaluate(config, str(tmp_path / "ref"))
+    reference = run(config, tmp_path / "ref")
     assert reference["select_on_test"] is True and "TEST subject" in reference["selection"]
     report_md = (tmp_path / "ref" / "report.md").read_text()
     assert "LEAKY" in report_md and "chosen by its accuracy" in report_md
     with interrupting(monkeypatch, at=("sub01", 3)), pytest.raises(Interrupt):  # the best step so far must survive
-        train_fdp.train_and_evaluate(config, str(tmp_path / "resumed"))
-    resumed = train_fdp.train_and_evaluate(config, str(tmp_path / "resumed"))
+        run(config, tmp_path / "resumed")
+    resumed = run(config, tmp_path / "resumed")
     assert ([r["selected_step"] for r in resumed["pooled"]["per_fold"]]
             == [r["selected_step"] for r in reference["pooled"]["per_fold"]])
     assert {r["selected_step"] for r in reference["pooled"]["per_fold"]} <= {1, 2, 3, 4}
@@ -191,7 +198,7 @@ def test_select_on_test_is_labelled_leaky_and_resumes_with_its_best_step(tmp_pat
 def test_validation_selection_uses_training_subjects_only(tmp_path, data_root):
     config = small_config(data_root, eval_every=2, checkpoint_every=100,
                           **{"data.subjects": ("sub01",), "data.validation_subjects": 1})
-    results = train_fdp.train_and_evaluate(config, str(tmp_path))
+    results = run(config, tmp_path)
     assert results["select_on_test"] is False and "validation" in results["selection"]
     assert "LEAKY" not in (tmp_path / "report.md").read_text()
     assert {r["selected_step"] for r in results["pooled"]["per_fold"]} <= {2, 4}

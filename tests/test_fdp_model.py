@@ -275,7 +275,7 @@ def test_encoder_and_segnet_gradients_with_chunked_convs_match_unchunked(monkeyp
     cfg = get_model_config("tiny", "reference_compat", platform="cpu")
     model = build_model(cfg)
     clips = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
-    v = model.init({"params": jax.random.PRNGKey(1)}, clips, train=False)
+    v = fdp_jax.init(jax.random.PRNGKey(1), cfg)
 
     def grads():
         def loss(p):
@@ -304,8 +304,8 @@ def test_head_pool_flatten_keeps_positions():
     for pool in ("avg", "flatten"):
         spec = model_spec(get_model_config("tiny", "paper", image_size=64, head_pool=pool))
         enc = FrameEncoder(spec)
-        v = enc.init(jax.random.PRNGKey(1), frames)
-        feats, inter = enc.apply(v, frames, mutable=["intermediates"])
+        v = jax.jit(enc.init)(jax.random.PRNGKey(1), frames)
+        feats, inter = jax.jit(lambda v: enc.apply(v, frames, mutable=["intermediates"]))(v)  # noqa: B023
         pooled[pool] = np.asarray(inter["intermediates"]["pooled"][0])
         kernel = v["params"]["proj_head_0"]
         np.testing.assert_allclose(feats, pooled[pool] @ kernel["kernel"] + kernel["bias"], rtol=1e-4, atol=1e-4)

@@ -65,7 +65,6 @@ def test_train_step_single_device_and_eval_mode_quirk():
 
 MULTI = r"""
 import json, os
-os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile speed for the test only
 import jax, numpy as np, optax
 from fdp_jax import train_steps as ts
 from fdp_jax.configs import get_model_config
@@ -91,18 +90,19 @@ def run(step, state, b, n=2):
         states.append(jax.tree.map(np.asarray, (state.params, state.batch_stats)))
     return states, ms
 single = ts.create_train_state(jax.random.PRNGKey(0), cfg, tx=tx)
+variables = {"params": single.params, "batch_stats": single.batch_stats}  # one init for every state below
 s_single, m_single = run(ts.make_train_step(donate=False), single, batch)
 mesh = make_data_mesh(8)
-mesh_state = replicate(ts.create_train_state(jax.random.PRNGKey(0), cfg, tx=tx), mesh)
+mesh_state = replicate(ts.create_train_state(None, cfg, tx=tx, variables=variables), mesh)
 s_mesh, m_mesh = run(ts.make_train_step(mesh, donate=False), mesh_state, shard_batch(batch, mesh))
-pm_state = ts.replicate(ts.create_train_state(jax.random.PRNGKey(0), cfg, axis_name="data", tx=tx))
+pm_state = ts.replicate(ts.create_train_state(None, cfg, axis_name="data", tx=tx, variables=variables))
 s_pmap, m_pmap = run(ts.make_pmap_train_step(), pm_state, ts.split_for_pmap(batch, 8))
 s_pmap = [ts.unreplicate(x) for x in s_pmap]
 def maxdiff(a, b):
     return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 # eval: the single-device state evaluated unsharded and sharded over the mesh
-ev_state = ts.create_train_state(jax.random.PRNGKey(0), cfg, tx=tx)
+ev_state = ts.create_train_state(None, cfg, tx=tx, variables=variables)
 ev_single = ts.make_eval_step()(ev_state, batch)
 ev_mesh = ts.make_eval_step(mesh)(replicate(ev_state, mesh), shard_batch(batch, mesh))
 print(json.dumps({

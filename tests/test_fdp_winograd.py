@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fdp_jax
 from fdp_jax import conv as conv_lib
 from fdp_jax import winograd
 from fdp_jax.configs import get_model_config
@@ -87,7 +88,7 @@ def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
     cfg = get_model_config("tiny", "reference_compat", platform="cpu")
     model = build_model(cfg)
     clips = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 32, 32, 1))
-    v = model.init({"params": jax.random.PRNGKey(1)}, clips, train=False)
+    v = fdp_jax.init(jax.random.PRNGKey(1), cfg)
     run = jax.jit(lambda v: model.apply(v, clips, train=True, mutable=["batch_stats"],
                                         rngs={"droppath": jax.random.PRNGKey(2)})[0])
     monkeypatch.setattr(conv_lib, "WINOGRAD_MIN_CHANNELS", 10 ** 9)

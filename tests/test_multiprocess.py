@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests import multidevice
 from tests.conftest import REPO_ROOT
 
 # Dropout off: its masks follow an example's position in the global batch, which interleaves the processes'
@@ -26,26 +26,23 @@ def _free_port() -> int:
 
 
 def run_processes(module: str, flags: list[str], workdir: str, num_processes: int, timeout: int = 600) -> list:
-    """Runs ``python -m module`` as ``num_processes`` cooperating processes (1 CPU device each)."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    """Runs ``python -m module`` as ``num_processes`` cooperating processes (1 CPU device each).
+
+    Outputs go to files (:class:`tests.multidevice.Background`), not pipes: a process that fills a pipe
+    nobody reads yet would stall in a collective and hang the others."""
+    flags_xla = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=flags_xla)
     if num_processes > 1:
         env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES=str(num_processes))
-    procs = []
-    for i in range(num_processes):
-        penv = dict(env, JAX_PROCESS_ID=str(i)) if num_processes > 1 else env
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *flags, f"--workdir={workdir}"],
-                                      cwd=REPO_ROOT, env=penv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outs.append((p.returncode, out, err))
+    jobs = [multidevice.start([sys.executable, "-m", module, *flags, f"--workdir={workdir}"],
+                              env=dict(env, JAX_PROCESS_ID=str(i)) if num_processes > 1 else env,
+                              timeout=timeout)
+            for i in range(num_processes)]
+    try:
+        outs = [(p.returncode, p.stdout, p.stderr) for p in (job.result() for job in jobs)]
+    finally:
+        for job in jobs:
+            job.kill()
     for rc, _, err in outs:
         assert rc == 0, err[-4000:]
     return outs
