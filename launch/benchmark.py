@@ -6,6 +6,7 @@ r"""Benchmarks. Each ``--model`` lives in ``launch/benchmarks/<model>.py`` and d
     python -m launch.benchmark --model=dkt_export
     python -m launch.benchmark --model=fdp [--reference_repo=PATH]
     python -m launch.benchmark --model=fdp_compile   # what the full train step's compile time is made of
+    python -m launch.benchmark --model=fdp_decoder --fdp_decoder_workdir=W  # why the DI decoder stays flat
     python -m launch.benchmark --model=fdp_loso      # host memory after each of 5 tiny LOSO folds
     python -m launch.benchmark --model=fdp_start     # init / first-call / export costs
     python -m launch.benchmark --model=me_pipeline
@@ -17,7 +18,8 @@ import sys
 
 from absl import app, flags
 
-MODELS = ("dkt", "dkt_data", "dkt_export", "fdp", "fdp_compile", "fdp_loso", "fdp_start", "me_pipeline")
+MODELS = ("dkt", "dkt_data", "dkt_export", "fdp", "fdp_compile", "fdp_decoder", "fdp_loso", "fdp_start",
+          "me_pipeline")
 
 flags.DEFINE_enum("model", None, MODELS, "Which benchmark to run.")
 

@@ -23,3 +23,23 @@ def test_fdp_benchmark_smoke(tmp_path):
     assert all(r["median_s"] > 0 and r["flops"] > 0 and 0 < r["mfu"] and r["peak_rss_mb"] > 0 for r in rows)
     assert result["flags"]["host_malloc"] == ["keep", "default"]
     assert "FAILED" not in proc.stdout
+
+
+def test_decoder_oracles_on_hand_made_targets():
+    """fdp_decoder's oracle PSNRs: a clip-constant target is reproduced exactly by its median (PSNR capped by
+    float64 only), the class oracle by the class means, and the baseline matches the direct formula."""
+    import numpy as np
+
+    from launch.benchmarks.fdp_decoder import oracle_psnrs, psnr
+
+    rng = np.random.default_rng(0)
+    levels = np.array([0.3, 0.5, 0.7, 0.4])
+    targets = levels[:, None, None] + 0.01 * rng.standard_normal((4, 8, 8))
+    mean = np.full((8, 8), 0.5)
+    labels = np.array([0, 1, 1, 0])
+    class_means = {0: np.full((8, 8), 0.35), 1: np.full((8, 8), 0.6)}
+    out = oracle_psnrs(targets, mean, class_means, labels, decoder=np.full_like(targets, 0.5))
+    assert out["mean baseline"] == out["decoder"] == psnr(np.full_like(targets, 0.5), targets)
+    np.testing.assert_allclose(out["mean baseline"], 10 * np.log10(1 / np.mean((targets - 0.5) ** 2)))
+    assert out["oracle: clip's median"] > out["oracle: true class's mean"] > out["mean baseline"]
+    assert out["oracle: clip's median"] > 38  # residual noise 0.01 -> ~40 dB
