@@ -251,10 +251,13 @@ def main(argv):
         raise SystemExit(f"--fdp_decoder_workdir={_WORKDIR.value!r}: not a finished launch.fdp workdir "
                          "(no config.json).")
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        config = ml_collections.ConfigDict(json.load(f)["config"])
+        stored = json.load(f)
+    config = ml_collections.ConfigDict(stored["config"])
     data_root = workdir if os.path.isdir(os.path.join(workdir, "tfds")) else os.path.dirname(workdir)
     clips, info = train_fdp.load_data(config, data_root)
-    result = {"workdir": workdir, "machine": common.machine_info(),
+    # The run is named by its folder name and code version, not by a machine-specific path.
+    result = {"run": os.path.basename(workdir), "run_code_version": stored.get("code_version"),
+              "machine": common.machine_info(),
               "oracles": _pooled_oracles(workdir, config, clips)}
     print(common.format_table([{"predictor": k, **v} for k, v in result["oracles"].items()],
                               ["predictor", "psnr_db", "gain_db"]))
