@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -171,3 +172,28 @@ def test_failing_cell_is_reported_not_fatal():
     results = [r for _, r in evaluate.nested_cv_tasks(cells, y, outer_folds=2, inner_folds=2, seed=0)]
     assert len(results) == 2 and all("cannot fit this" in r.error for r in results)
     assert np.isnan(evaluate.summarize(results)["auc_mean"])
+
+
+def test_nested_cv_tasks_resume_from_stored_results(tmp_path, monkeypatch):
+    X, y = _data(n=40, seed=2)
+    scorer = evaluate.make_stem_scorer()
+    cells = {("SP", "lr"): (classifiers.make_pipeline("lr", scorer=scorer, seed=0),
+                            classifiers.pipeline_grid("lr", "tiny"), X)}
+    store = str(tmp_path / "cv_tasks")
+
+    def run(cells_):
+        out = evaluate.nested_cv_tasks(cells_, y, outer_folds=2, inner_folds=2, seed=0, n_jobs=1,
+                                       outer_repeats=2, results_dir=store)
+        return sorted(((name, r.fold, r.proba.tolist()) for name, r in out), key=lambda t: t[1])
+
+    first = run(cells)
+    assert len(first) == 4 and len(os.listdir(store)) == 4
+    fitted = []
+    real_fit = evaluate.fit_outer_fold
+    monkeypatch.setattr(evaluate, "fit_outer_fold", lambda *a, **k: fitted.append(1) or real_fit(*a, **k))
+    assert run(cells) == first and fitted == []           # everything read back, nothing refitted
+    os.remove(os.path.join(store, sorted(os.listdir(store))[0]))
+    assert run(cells) == first and len(fitted) == 1       # an interrupted run refits only what is missing
+    changed = {("SP", "lr"): (cells[("SP", "lr")][0], cells[("SP", "lr")][1], X + 1.0)}
+    run(changed)
+    assert len(fitted) == 5 and len(os.listdir(store)) == 8   # other inputs: a different fingerprint, refit

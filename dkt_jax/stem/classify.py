@@ -65,7 +65,8 @@ def run_classification(cfg: ml_collections.ConfigDict, labelled: features.Studen
     folds: dict[tuple[str, str], list[evaluate.FoldResult]] = {}
     for name, result in evaluate.nested_cv_tasks(
             {k: v for k, v in cells.items()}, y, outer_folds=cfg.outer_folds, inner_folds=cfg.inner_folds,
-            seed=cfg.seed, n_jobs=cfg.n_jobs, outer_repeats=repeats, desc="nested CV (cell x outer split)"):
+            seed=cfg.seed, n_jobs=cfg.n_jobs, outer_repeats=repeats, desc="nested CV (cell x outer split)",
+            results_dir=os.path.join(out_dir, "cv_tasks") if cfg.get("resume", True) else None):
         folds.setdefault(name, []).append(result)
     rows, oof = [], {}
     for (fs, model), fold_results in folds.items():

@@ -9,6 +9,7 @@ repeat ``k // outer_folds``, and every cell (feature set, model) is evaluated on
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from typing import Any, Iterator
 
@@ -106,27 +107,61 @@ def inner_cv(num_folds: int, seed: int) -> StratifiedKFold:
 
 def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np.ndarray, *, outer_folds: int,
                     inner_folds: int, seed: int, n_jobs: int = 1, outer_repeats: int = 1,
-                    desc: str = "nested CV") -> Iterator[tuple[str, FoldResult]]:
+                    desc: str = "nested CV", results_dir: str | None = None) -> Iterator[tuple[str, FoldResult]]:
     """Runs every (cell, outer split) task in parallel and yields ``(cell_name, FoldResult)`` as they finish.
 
     cells: name -> (pipeline, grid or None, X (N, F)); all share the labels y (N,) and the same outer splits
     (``outer_splits(y, outer_folds, seed, outer_repeats)``); ``FoldResult.fold`` is the split index.
     The inner folds of split k are seeded with ``seed + 1 + k`` (the same for every cell).
+
+    ``results_dir``: each finished task is stored there under a fingerprint of everything it depends on
+    (cell name, pipeline parameters, grid, X, y, split, inner folds, seed); a re-run yields stored tasks
+    without refitting them, so an interrupted run resumes, and any change of input refits.
     """
+    from absl import logging
     from tqdm.auto import tqdm
 
     splits = outer_splits(y, outer_folds, seed, outer_repeats)
     scorer = make_stem_scorer()
     tasks = [(name, k, pipe, grid, X, tr, te) for name, (pipe, grid, X) in cells.items()
              for k, (tr, te) in enumerate(splits)]
+    stored: dict[int, tuple[str, FoldResult]] = {}
+    paths: dict[int, str] = {}
+    if results_dir is not None:
+        os.makedirs(results_dir, exist_ok=True)
+        for i, (name, k, pipe, grid, X, tr, te) in enumerate(tasks):
+            paths[i] = os.path.join(results_dir, task_fingerprint(name, k, pipe, grid, X, y, tr, te, inner_folds,
+                                                                  seed) + ".pkl")
+            if os.path.exists(paths[i]):
+                stored[i] = joblib.load(paths[i])
+        if stored:
+            logging.info("%s: %d of %d (cell, split) tasks read back from %s; %d to fit.", desc, len(stored),
+                         len(tasks), results_dir, len(tasks) - len(stored))
     run = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-    jobs = (joblib.delayed(_task)(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k)
-            for name, k, pipe, grid, X, tr, te in tasks)
-    for name, result in tqdm(run(jobs), total=len(tasks), desc=desc, unit="fold", mininterval=1.0):
-        yield name, result
+    jobs = (joblib.delayed(_task)(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k, i)
+            for i, (name, k, pipe, grid, X, tr, te) in enumerate(tasks) if i not in stored)
+    with tqdm(total=len(tasks), initial=len(stored), desc=desc, unit="fold", mininterval=1.0) as bar:
+        for name, result in stored.values():
+            yield name, result
+        for i, name, result in run(jobs):
+            if results_dir is not None:
+                tmp = paths[i] + ".tmp"
+                joblib.dump((name, result), tmp)
+                os.replace(tmp, paths[i])  # atomic: a killed run never leaves half a result
+            bar.update(1)
+            yield name, result
 
 
-def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k):
+def task_fingerprint(name: Any, k: int, pipe: Any, grid: dict | None, X: np.ndarray, y: np.ndarray,
+                     train: np.ndarray, test: np.ndarray, inner_folds: int, seed: int) -> str:
+    """A hex digest of everything one nested-CV task's result depends on (used as its file name)."""
+    params = sorted((key, repr(value)) for key, value in pipe.get_params(deep=True).items()
+                    if key != "memory" and not key.endswith("__memory"))
+    return joblib.hash((repr(name), int(k), params, repr(grid), np.asarray(X), np.asarray(y), np.asarray(train),
+                        np.asarray(test), int(inner_folds), int(seed)))
+
+
+def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k, index):
     # sklearn warnings (collinearity in QDA/LDA, MLP convergence...) are counted, not printed per fit.
     # A fold whose every grid point fails is reported (error, nan metrics), not fatal to the whole run.
     with warnings.catch_warnings(record=True) as caught:
@@ -141,7 +176,7 @@ def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k):
                                 num_features=None, inner_best_score=None,
                                 error=f"{type(e).__name__}: {str(e)[:300]}")
     result.num_warnings = len(caught)
-    return name, result
+    return index, name, result
 
 
 def prior_baseline() -> DummyClassifier:

@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sklearn.rfecv_folds = 5
     c.sklearn.rfecv_estimator = "lr"   # 'lr' or 'same' (the model itself where it has importances)
     c.sklearn.cache = True             # joblib.Memory for scale+RFECV (shared by all grid points)
+    c.sklearn.resume = True            # each finished (cell, outer split) kept in classify/cv_tasks/: re-runs resume
     c.sklearn.n_jobs = 2
     c.sklearn.seed = 0
 
