@@ -8,7 +8,6 @@ Public API::
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -17,41 +16,26 @@ import numpy as np
 
 from fdp_jax.configs import (MODES, PLATFORMS, SIZES, ModelSpec, get_model_config, model_spec, normalize_platform,
                              with_platform)
-from fdp_jax.models import FDP, build_model, dummy_clips
+from fdp_jax.models import FDP, build_model, dummy_clips, init_variables
 from fdp_jax.rank_pooling import (dynamic_image, dynamic_image_target, dynamic_image_target_np,
                                   rank_pooling_coefficients)
 
 __all__ = ["FDP", "PLATFORMS", "ModelSpec", "apply", "build_model", "dynamic_image", "dynamic_image_target",
-           "dynamic_image_target_np", "get_model_config", "init", "model_spec", "normalize_platform",
+           "dynamic_image_target_np", "get_model_config", "init", "init_variables", "model_spec", "normalize_platform",
            "rank_pooling_coefficients", "spec_from_variables", "with_platform"]
 
 
 def init(rng: jax.Array, config: Any = None, batch_size: int = 1) -> dict:
     """Fresh variables ``{'params', 'batch_stats'}`` for ``config`` (default: full paper-mode FDP).
 
-    One compiled program per (spec, batch size), cached for the process (and by JAX's persistent compilation
-    cache when one is configured); the variables do not depend on ``config.platform``."""
+    Jittable. Every parameter of a kind (truncated normal, uniform) is cut from one random vector drawn by a
+    tiny compiled program (:mod:`fdp_jax.initializers`), so a first call costs an abstract trace plus
+    ~0.5 s of compilation instead of one kernel per parameter. The values depend on ``rng`` and the
+    model's structure only (not on ``config.platform`` nor ``batch_size``); they follow the same
+    distributions as ``FDP(spec).init`` but are not equal to it.
+    """
     spec = model_spec(get_model_config() if config is None else config)
-    return _jitted_init(dataclasses.replace(spec, platform="generic"), batch_size)(rng)
-
-
-# Init runs once: XLA's backend optimisations only cost compile time there (tiny preset on the loaded 2-core
-# host: compile 55 -> 15 s wall). Generic XLA debug options (every backend); dropped if an XLA rejects them.
-_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_init(spec: ModelSpec, batch_size: int) -> Any:
-    model = FDP(spec)
-    fn = lambda r: model.init({"params": r}, dummy_clips(spec, batch_size), train=False)  # noqa: E731
-    fast, plain = jax.jit(fn, compiler_options=_INIT_COMPILER_OPTIONS), jax.jit(fn)
-
-    def init_fn(rng: jax.Array) -> dict:
-        try:
-            return fast(rng)
-        except Exception:  # an XLA without these options
-            return plain(rng)
-    return init_fn
+    return init_variables(rng, spec, batch_size)
 
 
 def apply(variables: dict, clips: jax.Array, train: bool = False, *, config: Any = None,

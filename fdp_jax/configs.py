@@ -143,6 +143,7 @@ class ModelSpec:
     head_pool: str = "avg"  # 'avg': BN -> global average pool -> Dense (paper + official); 'flatten': NOT in the paper
     bn_axis_name: str | None = None  # set for pmap (cross-device BN statistics)
     platform: str = "generic"  # code paths: 'generic'/'gpu'/'tpu' portable XLA, 'cpu' the XLA:CPU ones
+    deferred_init: bool = False  # variables as fdp_jax.initializers.Deferred placeholders (fdp_jax.init's batched draw)
 
     @property
     def cpu_paths(self) -> bool:

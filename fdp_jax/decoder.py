@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 from fdp_jax.configs import ModelSpec
 from fdp_jax.conv import Conv
-from fdp_jax.encoder import TORCH_DEFAULT_KERNEL, batch_norm, compute_dtype, precision, torch_default_bias
+from fdp_jax.encoder import batch_norm, compute_dtype, precision
+from fdp_jax.initializers import TORCH_DEFAULT_KERNEL, param_init, torch_default_bias
 
 # (name, out_channels at width 1.0); encoder stages end with a 2x2 max-pool.
 ENCODER_STAGES = (("11", 64), ("12", 64)), (("21", 128), ("22", 128)), \
@@ -63,8 +64,9 @@ class SegNet(nn.Module):
 
         def conv3x3(x, name, ch):  # PyTorch default init (the official SegNet keeps it)
             return Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=compute_dtype(spec),
-                        precision=precision(spec), kernel_init=TORCH_DEFAULT_KERNEL, platform=spec.platform,
-                        bias_init=torch_default_bias(9 * x.shape[-1]), name=f"conv{name}")(x)
+                        precision=precision(spec), kernel_init=param_init(spec, TORCH_DEFAULT_KERNEL),
+                        platform=spec.platform, bias_init=param_init(spec, torch_default_bias(9 * x.shape[-1])),
+                        name=f"conv{name}")(x)
 
         def conv_bn_relu(x, name, ch):
             x = conv3x3(x, name, ch)

@@ -18,18 +18,11 @@ from jax import lax
 
 from fdp_jax.configs import ModelSpec, make_divisible
 from fdp_jax.conv import Conv  # noqa: F401  (re-exported: the shared conv helper)
+# PyTorch-like init for the official encoder: trunc_normal(std .02) kernels, zero biases; the decoder and MER
+# head keep PyTorch's default init (all in fdp_jax.initializers).
+from fdp_jax.initializers import (ONES, TORCH_DEFAULT_KERNEL, TRUNC_NORMAL, ZEROS,  # noqa: F401
+                                  param_init, torch_default_bias, variable_init)
 from fdp_jax.lean_vjp import batch_norm_train, batch_statistics, mlp_relu, remat_after_cotangent
-
-# PyTorch-like init for the official encoder: trunc_normal(std .02) kernels, zero biases.
-TRUNC_NORMAL = nn.initializers.truncated_normal(stddev=0.02)
-# PyTorch's default Conv/Linear init (kaiming_uniform a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-TORCH_DEFAULT_KERNEL = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_default_bias(fan_in: int) -> Any:
-    """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / np.sqrt(fan_in)
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def compute_dtype(spec: ModelSpec) -> Any:
@@ -54,14 +47,16 @@ class BatchNorm(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     platform: str = "generic"  # 'cpu': the backward pass's recomputation pinned after the cotangent
+    deferred_init: bool = False  # ModelSpec.deferred_init (fdp_jax.initializers)
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        d = self.deferred_init
+        scale = self.param("scale", param_init(self, ONES), (c,), jnp.float32)
+        bias = self.param("bias", param_init(self, ZEROS), (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", variable_init(d, ZEROS, (c,)))
+        ra_var = self.variable("batch_stats", "var", variable_init(d, ONES, (c,)))
         if use_running_average:
             inv = lax.rsqrt(ra_var.value + self.epsilon) * scale
             y = (x.astype(jnp.float32) - ra_mean.value) * inv + bias
@@ -97,11 +92,13 @@ def conv(spec: ModelSpec, features: int, kernel: int, *, stride: int = 1, groups
     pad = kernel // 2
     return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                    feature_group_count=groups, use_bias=use_bias, dtype=compute_dtype(spec),
-                   precision=precision(spec), kernel_init=kernel_init, platform=spec.platform, name=name)
+                   precision=precision(spec), kernel_init=param_init(spec, kernel_init),
+                   bias_init=param_init(spec, ZEROS), platform=spec.platform, name=name)
 
 
 def batch_norm(spec: ModelSpec, name: str | None = None) -> BatchNorm:
-    return BatchNorm(axis_name=spec.bn_axis_name, dtype=compute_dtype(spec), platform=spec.platform, name=name)
+    return BatchNorm(axis_name=spec.bn_axis_name, dtype=compute_dtype(spec), platform=spec.platform,
+                     deferred_init=spec.deferred_init, name=name)
 
 
 def avg_pool_ceil(x: jax.Array) -> jax.Array:
@@ -153,7 +150,7 @@ class GroupedConv3x3(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         g, d = self.groups, c // self.groups
-        kernel = self.param("kernel", TRUNC_NORMAL, (3, 3, d, c), jnp.float32).astype(x.dtype)
+        kernel = self.param("kernel", param_init(self.spec, TRUNC_NORMAL), (3, 3, d, c), jnp.float32).astype(x.dtype)
         if self.spec.platform != "cpu":
             return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g,
@@ -189,11 +186,13 @@ class MHCA(nn.Module):
 class Conv1x1Params(nn.Module):
     """The variables of a 1x1 ``Conv`` with bias (kernel (1, 1, C, O), bias (O,)), for fused layers."""
     features: int
+    deferred_init: bool = False  # ModelSpec.deferred_init (fdp_jax.initializers)
 
     @nn.compact
     def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", TRUNC_NORMAL, (1, 1, in_features, self.features), jnp.float32)
-        return kernel[0, 0], self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        kernel = self.param("kernel", param_init(self, TRUNC_NORMAL), (1, 1, in_features, self.features),
+                            jnp.float32)
+        return kernel[0, 0], self.param("bias", param_init(self, ZEROS), (self.features,), jnp.float32)
 
 
 class Mlp(nn.Module):
@@ -209,8 +208,8 @@ class Mlp(nn.Module):
         c = x.shape[-1]
         hidden = make_divisible(c * self.mlp_ratio, 32)
         if not train or self.spec.drop == 0.0:
-            w1, b1 = Conv1x1Params(hidden, name="conv1")(c)
-            w2, b2 = Conv1x1Params(c, name="conv2")(hidden)
+            w1, b1 = Conv1x1Params(hidden, self.spec.deferred_init, name="conv1")(c)
+            w2, b2 = Conv1x1Params(c, self.spec.deferred_init, name="conv2")(hidden)
             x, w1, b1, w2, b2 = nn.dtypes.promote_dtype(x, w1, b1, w2, b2, dtype=compute_dtype(self.spec))
             return mlp_relu(x, w1, b1, w2, b2, precision(self.spec), self.spec.platform == "cpu")
         x = nn.relu(conv(self.spec, hidden, 1, use_bias=True, name="conv1")(x))
@@ -245,7 +244,8 @@ class EMHSA(nn.Module):
         b, n, c = x.shape
         heads = c // self.spec.head_dim
         dense = lambda name: nn.Dense(c, dtype=compute_dtype(self.spec), precision=precision(self.spec),
-                                      kernel_init=TRUNC_NORMAL, name=name)
+                                      kernel_init=param_init(self.spec, TRUNC_NORMAL),
+                                      bias_init=param_init(self.spec, ZEROS), name=name)
         q = dense("q")(x).reshape(b, n, heads, -1)
         kv = x
         if self.sr_ratio > 1:
@@ -345,4 +345,5 @@ class FrameEncoder(nn.Module):
             x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
         self.sow("intermediates", "pooled", x)
         return nn.Dense(spec.feature_dim, dtype=compute_dtype(spec), precision=precision(spec),
-                        kernel_init=TRUNC_NORMAL, name="proj_head_0")(x)
+                        kernel_init=param_init(spec, TRUNC_NORMAL), bias_init=param_init(spec, ZEROS),
+                        name="proj_head_0")(x)

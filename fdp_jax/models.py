@@ -8,12 +8,15 @@ Submodules are named like the official PyTorch attributes (``frame_rep``, ``mer`
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fdp_jax import initializers
 from fdp_jax.configs import ModelSpec, model_spec
 from fdp_jax.decoder import SegNet
 from fdp_jax.encoder import FrameEncoder
@@ -91,6 +94,21 @@ def _per_frame_loop(module: FDP, clips: jax.Array, train: bool) -> jax.Array:
 def build_model(config: Any, **overrides: Any) -> FDP:
     """FDP module from a model ConfigDict / dict / ModelSpec (``overrides`` replace spec fields)."""
     return FDP(model_spec(config, **overrides))
+
+
+def init_variables(rng: jax.Array, spec: ModelSpec, batch_size: int = 1) -> dict:
+    """Fresh ``{'params', 'batch_stats'}`` of ``FDP(spec)``, every parameter of a kind cut from one random
+    vector (:func:`fdp_jax.initializers.draw`; jittable). Independent of ``spec.platform`` and
+    ``batch_size``."""
+    return initializers.draw(rng, _placeholders(dataclasses.replace(spec, platform="generic"), batch_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _placeholders(spec: ModelSpec, batch_size: int) -> Any:
+    """The abstract variables of ``spec`` as :class:`fdp_jax.initializers.Deferred` boxes (shapes only)."""
+    model = FDP(dataclasses.replace(spec, deferred_init=True))
+    return jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, dummy_clips(spec, batch_size),
+                                             train=False))
 
 
 def dummy_clips(spec: ModelSpec, batch_size: int = 1) -> jax.Array:

@@ -20,7 +20,8 @@ import numpy as np
 from jax import lax
 
 from fdp_jax.configs import ModelSpec
-from fdp_jax.encoder import TORCH_DEFAULT_KERNEL, compute_dtype, precision, torch_default_bias
+from fdp_jax.encoder import compute_dtype, precision
+from fdp_jax.initializers import TORCH_DEFAULT_KERNEL, param_init, torch_default_bias
 
 
 def rank_pooling_coefficients(num_frames: int) -> np.ndarray:
@@ -100,8 +101,10 @@ class MERHead(nn.Module):
         dtype = compute_dtype(spec)
         b, s, _, t = volume.shape
         fan_in = 3 * 3 * t
-        kernel = self.param("conv3d_kernel", TORCH_DEFAULT_KERNEL, (3, 3, t, 1, spec.rank_channels), jnp.float32)
-        bias = self.param("conv3d_bias", torch_default_bias(fan_in), (spec.rank_channels,), jnp.float32)
+        kernel = self.param("conv3d_kernel", param_init(spec, TORCH_DEFAULT_KERNEL), (3, 3, t, 1, spec.rank_channels),
+                            jnp.float32)
+        bias = self.param("conv3d_bias", param_init(spec, torch_default_bias(fan_in)), (spec.rank_channels,),
+                          jnp.float32)
         feat = lax.conv_general_dilated(
             volume.astype(dtype), kernel.reshape(3, 3, t, spec.rank_channels).astype(dtype), (1, 1),
             ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision(spec))
@@ -110,7 +113,8 @@ class MERHead(nn.Module):
         pooled = nn.max_pool(feat, (k, k), strides=(k, k), padding="VALID")
         flat = pooled.transpose(0, 3, 1, 2).reshape(b, -1)  # PyTorch flatten order (C, H, W)
         dense = lambda n, name, fan: nn.Dense(n, dtype=dtype, precision=precision(spec), name=name,
-                                              kernel_init=TORCH_DEFAULT_KERNEL, bias_init=torch_default_bias(fan))
+                                              kernel_init=param_init(spec, TORCH_DEFAULT_KERNEL),
+                                              bias_init=param_init(spec, torch_default_bias(fan)))
         h = nn.relu(dense(spec.mer_hidden, "fc1", flat.shape[-1])(flat))
         logits = dense(spec.num_classes, "fc2", spec.mer_hidden)(h)
         return logits.astype(jnp.float32), feat

@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdp_jax.configs import normalize_platform
 from fdp_jax.losses import fdp_loss_sums, per_example_losses
-from fdp_jax.models import build_model, dummy_clips
+from fdp_jax.models import build_model, init_variables
 
 DATA_AXIS = "data"
 
@@ -80,7 +80,7 @@ def create_train_state(rng: jax.Array, config: Any, *, optimizer: str = "adam_l2
     """
     model = build_model(config, bn_axis_name=axis_name)
     if variables is None:
-        variables = jax.jit(lambda r: model.init({"params": r}, dummy_clips(model.spec, 1), train=False))(rng)
+        variables = init_variables(rng, model.spec)
     if tx is None:
         tx = make_optimizer(optimizer, learning_rate, weight_decay)
     return TrainState.create(apply_fn=model.apply, params=variables["params"],

@@ -91,9 +91,8 @@ def make_init_state(config: ml_collections.ConfigDict, model_config: ml_collecti
     Every state shares one template's static fields (apply_fn, tx), which are part of the jit cache key: the
     compiled steps are shared by all folds.
     """
-    model = models.build_model(model_config)
-    init_variables = jax.jit(lambda rng: model.init({"params": rng}, models.dummy_clips(model.spec, 1),
-                                                    train=False))
+    spec = models.build_model(model_config).spec
+    init_variables = functools.partial(models.init_variables, spec=spec)  # one batched draw (fdp_jax.initializers)
     opt = config.optimizer
     template = jax.eval_shape(lambda: train_steps.create_train_state(
         jax.random.key(0), model_config, optimizer=opt.name,
