@@ -43,3 +43,31 @@ def test_decoder_oracles_on_hand_made_targets():
     np.testing.assert_allclose(out["mean baseline"], 10 * np.log10(1 / np.mean((targets - 0.5) ** 2)))
     assert out["oracle: clip's median"] > out["oracle: true class's mean"] > out["mean baseline"]
     assert out["oracle: clip's median"] > 38  # residual noise 0.01 -> ~40 dB
+
+
+def test_decoder_frames_probe_and_reconstructions_figure(tmp_path):
+    """The frames probe trains the SegNet on (B, H, W, T) frames and scores the held-out clips."""
+    import types
+
+    import ml_collections
+    import numpy as np
+
+    import fdp_jax
+    from launch.benchmarks.fdp_decoder import _frames_probe, _reconstructions_figure
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((4, 8, 64, 64, 1)).astype(np.float32)
+    target = fdp_jax.dynamic_image_target_np(frames, time_axis=1).astype(np.float32) / 255.0
+    batch = {"frames": frames, "di_target": target, "mask": np.array([1, 1, 1, 0], np.float32)}
+    fold = types.SimpleNamespace(test_batches=[batch], train_iter=iter([batch] * 3),
+                                 info={"train_indices": [0, 1, 2, 3]})
+    clips = types.SimpleNamespace(di_target=(target * 255).astype(np.uint8))
+    config = ml_collections.ConfigDict({"optimizer": {"learning_rate": 1e-3}})
+    model_config = fdp_jax.get_model_config("tiny", "paper", num_classes=3)
+    curve, held_out = _frames_probe(config, model_config, fold, clips, steps=3)
+    assert [row["step"] for row in curve] == [1, 2, 3] and all(np.isfinite(r["test_gain_db"]) for r in curve)
+    assert held_out["di_pred"].shape == (3, 64, 64) and held_out["di_target"].shape == (3, 64, 64)
+    assert 0.0 <= held_out["di_pred"].min() and held_out["di_pred"].max() <= 1.0
+    path = tmp_path / "recon.png"
+    _reconstructions_figure(str(path), {"di_pred": held_out["di_target"]}, held_out, 3, "sub01")
+    assert path.stat().st_size > 1000

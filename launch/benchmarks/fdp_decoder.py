@@ -2,11 +2,12 @@ r"""Why the dynamic-image decoder does not beat the mean baseline: oracle predic
 
     python -m launch.benchmark --model=fdp_decoder --fdp_decoder_workdir=W/seed_0 \
         [--fdp_decoder_subject=sub01] [--fdp_decoder_fit_steps=400] [--fdp_decoder_curve_steps=600] \
-        [--fdp_decoder_curve_ce_weight=0] [--fdp_decoder_json=docs/bench/fdp_decoder.json] \
-        [--fdp_decoder_png=docs/fdp_decoder_diagnosis.png]
+        [--fdp_decoder_curve_ce_weight=0] [--fdp_decoder_probe_steps=2400] \
+        [--fdp_decoder_json=docs/bench/fdp_decoder.json] [--fdp_decoder_png=docs/fdp_decoder_diagnosis.png] \
+        [--fdp_decoder_reconstructions_png=docs/fdp_decoder_reconstructions.png]
 
 ``W/seed_0`` is a finished ``launch.fdp`` workdir (e.g. of ``fdp_demo.py``); its synthetic release and TFDS
-build are read from it or its parent (``--config.seeds`` runs keep them there). Three measurements:
+build are read from it or its parent (``--config.seeds`` runs keep them there). Four measurements:
 
 1. **Oracles** (numpy, every fold): the PSNR of the held-out targets under the decoder, the training-mean
    DI (the report's baseline), the true class's training-mean DI, and one constant per clip (its median).
@@ -17,6 +18,12 @@ build are read from it or its parent (``--config.seeds`` runs keep them there). 
 3. **Steps curve** (fold ``subject``, the run's settings unless ``curve_ce_weight`` is given): the eval-mode
    DI PSNR on the held-out subject and on every third training clip, minus the mean baseline, every
    ``curve_steps / 8`` steps.
+4. **Frames probe** (fold ``subject``): the SegNet alone (the run's width), fed each clip's 8 normalised
+   frames as its 8 input channels instead of FDP's rank features, trained on the fold's training clips with
+   the DI loss (Adam at the run's rate, the run's batch): the held-out gain every ``probe_steps / 8`` steps
+   and the reconstructions of 8 held-out clips, beside the run's own (``reconstructions_png``). The DI is a
+   fixed linear map of the frames followed by a per-clip min-max stretch, so this bounds what the decoder
+   can learn in a number of steps when it is handed the spatial information.
 """
 from __future__ import annotations
 
@@ -32,7 +39,10 @@ _FIT_STEPS = flags.DEFINE_integer("fdp_decoder_fit_steps", 400, "Steps of the 8-
 _CURVE_STEPS = flags.DEFINE_integer("fdp_decoder_curve_steps", 600, "Steps of the curve (0: skip).")
 _CURVE_CE = flags.DEFINE_float("fdp_decoder_curve_ce_weight", None,
                                 "The curve's CE weight (default: the run's; 0 trains the dynamic image only).")
+_PROBE_STEPS = flags.DEFINE_integer("fdp_decoder_probe_steps", 0, "Steps of the frames probe (0: skip).")
 _JSON = flags.DEFINE_string("fdp_decoder_json", None, "JSON result path.")
+_RECON_PNG = flags.DEFINE_string("fdp_decoder_reconstructions_png", None,
+                                 "Figure: held-out targets, the run's reconstructions, the frames probe's.")
 _PNG = flags.DEFINE_string("fdp_decoder_png", None, "Figure path.")
 
 
@@ -192,7 +202,86 @@ def _curve(config, model_config, fold, clips, steps: int, mesh) -> list[dict]:
     return curve
 
 
-def _figure(path: str, oracles: dict, fit: dict | None, curve: list[dict] | None) -> None:
+def _frames_probe(config, model_config, fold, clips, steps: int) -> tuple[list[dict], dict]:
+    """The SegNet fed the frames (B, H, W, T): held-out gain vs steps, and its last held-out predictions."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from fdp_jax.configs import model_spec
+    from fdp_jax.decoder import SegNet
+
+    net = SegNet(model_spec(model_config))
+    to_input = jax.jit(lambda f: jnp.moveaxis(f[..., 0], 1, -1))  # (B, T, H, W, 1) -> (B, H, W, T)
+    variables = net.init(jax.random.key(0), to_input(fold.test_batches[0]["frames"]), False)
+    tx = optax.adam(float(config.optimizer.learning_rate))
+    params, stats = variables["params"], variables["batch_stats"]
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, stats, opt, frames, target):
+        def loss(p):
+            logits, upd = net.apply({"params": p, "batch_stats": stats}, to_input(frames), True,
+                                    mutable=["batch_stats"])
+            return jnp.mean((jax.nn.sigmoid(logits[..., 0]) - target) ** 2), upd["batch_stats"]
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), stats, opt, value
+
+    predict = jax.jit(lambda p, s, f: jax.nn.sigmoid(net.apply({"params": p, "batch_stats": s}, to_input(f),
+                                                                False)[..., 0]))
+    rows = np.asarray(fold.info["train_indices"])
+    mean = clips.di_target[rows].astype(np.float64).mean(0) / 255.0
+    every, curve, started, held_out = max(1, steps // 8), [], time.time(), {}
+    for i in range(1, steps + 1):
+        batch = next(fold.train_iter)
+        params, stats, opt, value = step(params, stats, opt, batch["frames"], batch["di_target"])
+        if i % every == 0 or i == steps:
+            pred, target = [], []
+            for b in fold.test_batches:
+                keep = np.asarray(b["mask"]) > 0
+                pred.append(np.asarray(predict(params, stats, b["frames"]))[keep])
+                target.append(np.asarray(b["di_target"])[keep])
+            held_out = {"di_pred": np.concatenate(pred), "di_target": np.concatenate(target)}
+            curve.append({"step": i, "seconds": round(time.time() - started, 1),
+                          "test_gain_db": round(psnr(held_out["di_pred"], held_out["di_target"])
+                                                - psnr(mean, held_out["di_target"]), 3)})
+            logging.info("frames probe: %s", curve[-1])
+    return curve, held_out
+
+
+def _reconstructions_figure(path: str, run: dict, probe: dict, probe_steps: int, subject: str) -> None:
+    """Rows: held-out targets, the run's decoder, the frames probe (8 clips of ``subject``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = min(8, len(probe["di_target"]))
+    picks = np.linspace(0, len(probe["di_target"]) - 1, n).astype(int)
+    rows = (("target", probe["di_target"]), ("FDP decoder\n(the run)", run["di_pred"]),
+            (f"SegNet fed the frames\n({probe_steps} steps)", probe["di_pred"]))
+    fig, axes = plt.subplots(3, n, figsize=(1.7 * n, 5.6), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, k in enumerate(picks):
+            ax = axes[r, c]
+            ax.imshow(images[k], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(f"Held-out dynamic images, fold {subject}: target, the run's reconstruction, and the decoder "
+                 "handed the frames", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _figure(path: str, oracles: dict, fit: dict | None, curve: list[dict] | None,
+            probe: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,6 +314,10 @@ def _figure(path: str, oracles: dict, fit: dict | None, curve: list[dict] | None
         steps = [r["step"] for r in curve]
         axes[2].plot(steps, [r["test_gain_db"] for r in curve], "o-", label="held-out subject")
         axes[2].plot(steps, [r["train_gain_db"] for r in curve], "s-", label="training clips")
+    if probe:
+        axes[2].plot([r["step"] for r in probe], [r["test_gain_db"] for r in probe], "^-", color="C2",
+                     label="SegNet fed the frames, held-out subject")
+    if curve or probe:
         axes[2].axhline(0, color="k", lw=0.8)
         axes[2].set_xlabel("step (the run's settings)")
         axes[2].set_ylabel("gain over the mean baseline (dB)")
@@ -275,6 +368,16 @@ def main(argv):
     if curve:
         result["curve"] = curve
         print(common.format_table(curve, ["step", "test_gain_db", "train_gain_db", "seconds"]))
+    probe = None
+    if _PROBE_STEPS.value:  # a fresh fold: the probe sees the same clip order as a run from step 0
+        probe_fold = input_pipeline.make_fold(clips, _SUBJECT.value, config.data, seed=config.seed,
+                                              batch_size=config.batch_size)
+        probe, held_out = _frames_probe(config, model_config, probe_fold, clips, _PROBE_STEPS.value)
+        result["frames_probe"] = probe
+        print(common.format_table(probe, ["step", "test_gain_db", "seconds"]))
+        if _RECON_PNG.value:
+            run = dict(np.load(os.path.join(workdir, "folds", _SUBJECT.value, "predictions.npz")))
+            _reconstructions_figure(_RECON_PNG.value, run, held_out, _PROBE_STEPS.value, _SUBJECT.value)
     common.write_json(_JSON.value, result)
     if _PNG.value:
-        _figure(_PNG.value, result["oracles"], fit, curve)
+        _figure(_PNG.value, result["oracles"], fit, curve, probe)
