@@ -50,8 +50,8 @@ def get_config():
     c.optimizer.warmup_steps = 10
     c.log_every = 10
     c.checkpoint_every = 50
-    # Measured spread over training seeds (README; --config.seeds=0,1,2 on 2026-12-07, code d9195ff): a single
+    # Measured spread over training seeds (README; --config.seeds=0,1,2,3,4 on 2026-12-07, code 4127910): a single
     # run prints where its pooled UF1 falls in it. A reference figure for the reader, not used by training.
     c.reference_seed_spread = ml_collections.ConfigDict(
-        {"uf1_mean": 0.8565, "uf1_std": 0.0408, "seeds": "3", "source": "README, 2026-12-07"})
+        {"uf1_mean": 0.7905, "uf1_std": 0.0557, "seeds": "5", "source": "README, 2026-12-07"})
     return c
