@@ -130,6 +130,7 @@ class Conv(nn.Conv):
     """``nn.Conv`` (same variables and outputs); with ``platform='cpu'`` the faster XLA:CPU paths of this
     module's docstring, otherwise exactly ``nn.Conv``."""
     platform: str = "generic"
+    winograd: bool = True  # with platform 'cpu': Winograd 3x3 convs where ``winograd_tile`` picks them
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -157,7 +158,7 @@ class Conv(nn.Conv):
                                     precision=self.precision)
         elif plain and ksize == (3, 3) and self.padding == ((1, 1), (1, 1)) \
                 and self.kernel_dilation in (None, 1, (1, 1)) and self.input_dilation in (None, 1, (1, 1)) \
-                and (tile := winograd_tile(x.shape, self.features, self.platform)):
+                and self.winograd and (tile := winograd_tile(x.shape, self.features, self.platform)):
             kernel, bias, x = self._variables(x, c)
             with jax.named_scope("cpu_winograd"):
                 y = winograd.winograd_conv3x3(x, kernel, tile, self.precision)

@@ -65,7 +65,8 @@ class SegNet(nn.Module):
         def conv3x3(x, name, ch):  # PyTorch default init (the official SegNet keeps it)
             return Conv(ch, (3, 3), padding=((1, 1), (1, 1)), dtype=compute_dtype(spec),
                         precision=precision(spec), kernel_init=param_init(spec, TORCH_DEFAULT_KERNEL),
-                        platform=spec.platform, bias_init=param_init(spec, torch_default_bias(9 * x.shape[-1])),
+                        platform=spec.platform, winograd=spec.winograd,
+                        bias_init=param_init(spec, torch_default_bias(9 * x.shape[-1])),
                         name=f"conv{name}")(x)
 
         def conv_bn_relu(x, name, ch):

@@ -93,7 +93,7 @@ def conv(spec: ModelSpec, features: int, kernel: int, *, stride: int = 1, groups
     return Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                    feature_group_count=groups, use_bias=use_bias, dtype=compute_dtype(spec),
                    precision=precision(spec), kernel_init=param_init(spec, kernel_init),
-                   bias_init=param_init(spec, ZEROS), platform=spec.platform, name=name)
+                   bias_init=param_init(spec, ZEROS), platform=spec.platform, winograd=spec.winograd, name=name)
 
 
 def batch_norm(spec: ModelSpec, name: str | None = None) -> BatchNorm:

@@ -99,3 +99,18 @@ def test_model_with_winograd_convs_matches_xla_convs(monkeypatch):
     assert not np.array_equal(np.asarray(logits_w), np.asarray(logits_xla))
     assert _rel(logits_w, logits_xla) < 1e-4
     assert _rel(di_w, di_xla) < 1e-3   # forced into all ~20 SegNet convs: F(4, 3) rounding ~1e-5 each (1.4e-4 measured)
+
+
+def test_winograd_config_switch(monkeypatch):
+    """``model.winograd=False`` keeps XLA's convolutions on the CPU path (the fast-compile choice)."""
+    monkeypatch.setattr(conv_lib, "WINOGRAD_MIN_CHANNELS", 1)   # the rule picks Winograd wherever it can
+    clips = jax.ShapeDtypeStruct((2, 8, 32, 32, 1), np.float32)
+    texts = {}
+    for on in (True, False):
+        cfg = get_model_config("tiny", "reference_compat", platform="cpu", winograd=on)
+        model = build_model(cfg)
+        variables = jax.eval_shape(lambda: fdp_jax.init(jax.random.PRNGKey(1), cfg))
+        texts[on] = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, clips).as_text(
+            debug_info=True)
+    assert "cpu_winograd" in texts[True]
+    assert "cpu_winograd" not in texts[False] and "cpu_conv2d" in texts[False]

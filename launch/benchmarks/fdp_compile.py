@@ -31,7 +31,6 @@ def _child(variant: str) -> dict:
     import jax
     import numpy as np
 
-    from fdp_jax import conv as conv_lib
     from fdp_jax import train_steps as ts
     from fdp_jax.configs import get_model_config, with_platform
 
@@ -39,9 +38,7 @@ def _child(variant: str) -> dict:
 
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         enable_compilation_cache(os.environ["JAX_COMPILATION_CACHE_DIR"], min_compile_secs=0.0)
-    if variant == "cpu_no_winograd":
-        conv_lib.WINOGRAD_MIN_CHANNELS = 1 << 62  # this process only
-    cfg = get_model_config(_SIZE.value, _MODE.value)
+    cfg = get_model_config(_SIZE.value, _MODE.value, winograd=variant != "cpu_no_winograd")
     cfg = with_platform(cfg, "generic" if variant == "generic" else "cpu")
     state = jax.eval_shape(lambda: ts.create_train_state(jax.random.PRNGKey(0), cfg))
     s, b = cfg.image_size, _BATCH.value
