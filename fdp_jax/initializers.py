@@ -115,10 +115,10 @@ def draw(rng: jax.Array, boxes: Any) -> Any:
     in the traced program (equal to the host path up to float rounding of XLA's fusions, ~1e-5 relative).
     """
     leaves, treedef = jax.tree.flatten(boxes, is_leaf=lambda x: isinstance(x, Deferred))
-    for path_leaf in leaves:
-        if not isinstance(path_leaf, Deferred):
+    for leaf in leaves:
+        if not isinstance(leaf, Deferred):
             raise TypeError(f"fdp_jax.init: a variable without an fdp_jax.initializers initializer "
-                            f"({type(path_leaf).__name__}); build it with param_init / variable_init.")
+                            f"({type(leaf).__name__}); build it with param_init / variable_init.")
     groups: dict[tuple[str, Any], list[int]] = {}
     for i, box in enumerate(leaves):
         if box.initializer.kind in RANDOM_KINDS:
