@@ -102,6 +102,24 @@ def _pooled_oracles(workdir: str, config, clips) -> dict:
             for name, v in result.items()}
 
 
+def _segnet_step(net, tx):
+    """Jitted Adam step of the SegNet alone on the DI loss: (params, stats, opt, inputs (B, H, W, C), target
+    (B, H, W)) -> (params, stats, opt, train-mode MSE)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    @jax.jit
+    def step(params, stats, opt, inputs, target):
+        def loss(p):
+            logits, upd = net.apply({"params": p, "batch_stats": stats}, inputs, True, mutable=["batch_stats"])
+            return jnp.mean((jax.nn.sigmoid(logits[..., 0]) - target) ** 2), upd["batch_stats"]
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), stats, opt, value
+    return step
+
+
 def _fit_eight(config, model_config, fold, clips, steps: int) -> dict:
     """MSE of the SegNet alone (random codes) and of the full model on 8 fixed training clips, DI loss only."""
     import jax
@@ -128,14 +146,8 @@ def _fit_eight(config, model_config, fold, clips, steps: int) -> dict:
     tx = optax.adam(lr)
     params, stats, opt = variables["params"], variables["batch_stats"], tx.init(variables["params"])
 
-    @jax.jit
-    def segnet_step(params, stats, opt):
-        def loss(p):
-            logits, upd = net.apply({"params": p, "batch_stats": stats}, codes, True, mutable=["batch_stats"])
-            return jnp.mean((jax.nn.sigmoid(logits[..., 0]) - target) ** 2), upd["batch_stats"]
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt = tx.update(grads, opt, params)
-        return optax.apply_updates(params, updates), stats, opt, value
+    adam_step = _segnet_step(net, tx)
+    segnet_step = lambda params, stats, opt: adam_step(params, stats, opt, codes, target)  # noqa: E731
 
     segnet_eval = jax.jit(lambda p, s: jax.nn.sigmoid(net.apply({"params": p, "batch_stats": s}, codes, False)[..., 0]))
     state = train_steps.create_train_state(jax.random.key(0), model_config, learning_rate=lr,
@@ -219,15 +231,9 @@ def _frames_probe(config, model_config, fold, clips, steps: int) -> tuple[list[d
     params, stats = variables["params"], variables["batch_stats"]
     opt = tx.init(params)
 
-    @jax.jit
-    def step(params, stats, opt, frames, target):
-        def loss(p):
-            logits, upd = net.apply({"params": p, "batch_stats": stats}, to_input(frames), True,
-                                    mutable=["batch_stats"])
-            return jnp.mean((jax.nn.sigmoid(logits[..., 0]) - target) ** 2), upd["batch_stats"]
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt = tx.update(grads, opt, params)
-        return optax.apply_updates(params, updates), stats, opt, value
+    segnet_step = _segnet_step(net, tx)
+    step = lambda params, stats, opt, frames, target: segnet_step(params, stats, opt, to_input(frames),  # noqa: E731
+                                                                  target)
 
     predict = jax.jit(lambda p, s, f: jax.nn.sigmoid(net.apply({"params": p, "batch_stats": s}, to_input(f),
                                                                 False)[..., 0]))
