@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from datasets import prepare
-from dkt_jax.stem import analyses, bkt, classify, export, features, report
+from dkt_jax.stem import analyses, bkt, classifiers, classify, export, features, report
 from launch import train_dkt
 from launch.runtime import mesh as mesh_lib
 from launch.runtime.cli import ConfigError
@@ -131,6 +131,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config.sklearn.get("outer_repeats"), int) or config.sklearn.outer_repeats < 1:
         raise ConfigError("config.sklearn.outer_repeats must be an int >= 1, got "
                           f"{config.sklearn.get('outer_repeats')!r}.")
+    if config.sklearn.rfecv:
+        try:
+            classifiers.rfecv_step_value(config.sklearn.rfecv_step)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
+    for model in config.sklearn.models:
+        if model not in classifiers.MODEL_NAMES:
+            raise ConfigError(f"config.sklearn.models: unknown model {model!r}; known: "
+                              f"{', '.join(classifiers.MODEL_NAMES)}.")
+    if config.sklearn.grid not in classifiers.GRID_PRESETS:
+        raise ConfigError(f"config.sklearn.grid must be one of {', '.join(classifiers.GRID_PRESETS)}, got "
+                          f"{config.sklearn.grid!r}.")
     if config.export.get("state_feature") not in ("final", "last_practice", "mean"):
         raise ConfigError("config.export.state_feature must be 'final' (the paper), 'last_practice' or 'mean', "
                           f"got {config.export.get('state_feature')!r}.")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dkt_jax.stem import bkt, classify, compare, evaluate, features
+from dkt_jax.stem import bkt, classifiers, classify, compare, evaluate, features
 
 
 def test_corrected_resampled_ttest_by_hand():
@@ -158,6 +158,25 @@ def test_presets_and_config_validation():
     assert signal.export.state_feature == "last_practice" and signal.kt_models.dkt_plus.lambda_w2 == 0.3
     for cfg in (default, signal):
         train_stem.validate_config(cfg)
+    paper = stem_synthetic.get_config("paper")
+    train_stem.validate_config(paper)
+    # ml_collections keeps rfecv_step a float (1.0); sklearn's RFECV refuses 1.0, so every :paper fit failed
+    # before make_pipeline turned a whole number into an int.
+    assert isinstance(paper.sklearn.rfecv_step, float) and paper.sklearn.rfecv
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = (X[:, 0] > 0.3).astype(int)
+    pipe = classifiers.make_pipeline("lr", scorer=evaluate.make_stem_scorer(), seed=0, rfecv=True,
+                                     rfecv_step=paper.sklearn.rfecv_step, rfecv_folds=3).fit(X, y)
+    assert pipe.named_steps["select"].step == 1 and isinstance(pipe.named_steps["select"].step, int)
+    bad = stem_synthetic.get_config("paper")
+    bad.sklearn.rfecv_step = 1.5
+    with pytest.raises(ConfigError, match="rfecv_step"):
+        train_stem.validate_config(bad)
+    bad = stem_synthetic.get_config()
+    bad.sklearn.models = ("lr", "xgboost")
+    with pytest.raises(ConfigError, match="unknown model"):
+        train_stem.validate_config(bad)
     bad = stem_synthetic.get_config()
     bad.export.state_feature = "median"
     with pytest.raises(ConfigError, match="state_feature"):

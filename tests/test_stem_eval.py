@@ -162,6 +162,9 @@ def test_pipelines_fit_with_tiny_grids():
 
 
 class AlwaysFails(ClassifierMixin, BaseEstimator):
+    def __init__(self, strength: float = 1.0):
+        self.strength = strength
+
     def fit(self, X, y):
         raise RuntimeError("cannot fit this")
 
@@ -172,6 +175,17 @@ def test_failing_cell_is_reported_not_fatal():
     results = [r for _, r in evaluate.nested_cv_tasks(cells, y, outer_folds=2, inner_folds=2, seed=0)]
     assert len(results) == 2 and all("cannot fit this" in r.error for r in results)
     assert np.isnan(evaluate.summarize(results)["auc_mean"])
+
+
+def test_failed_grid_search_names_the_cause_and_is_not_stored(tmp_path):
+    # GridSearchCV reports "All the N fits failed ..." and names the cause only in its last line.
+    X, y = _data(n=40)
+    cells = {"bad": (Pipeline([("model", AlwaysFails())]), {"model__strength": [0.5, 1.0]}, X)}
+    results = [r for _, r in evaluate.nested_cv_tasks(cells, y, outer_folds=2, inner_folds=2, seed=0,
+                                                      results_dir=str(tmp_path))]
+    assert all(r.error.startswith("ValueError: All the 4 fits failed.") for r in results), results[0].error
+    assert all(r.error.endswith("RuntimeError: cannot fit this") for r in results), results[0].error
+    assert os.listdir(tmp_path) == []          # failures are refitted on a re-run, never read back
 
 
 def test_nested_cv_tasks_resume_from_stored_results(tmp_path, monkeypatch):

@@ -107,16 +107,27 @@ def ranking_estimator(name: str, rfecv_estimator: str, seed: int) -> BaseEstimat
     return LogisticRegression(solver="liblinear", max_iter=1000, random_state=seed)
 
 
+def rfecv_step_value(step: float) -> int | float:
+    """sklearn's RFECV ``step``: a fraction in (0, 1), or a whole number of features >= 1 as an int."""
+    if 0 < step < 1:
+        return float(step)
+    if step >= 1 and float(step).is_integer():
+        return int(step)
+    raise ValueError(f"sklearn.rfecv_step must be a fraction in (0, 1) or a whole number >= 1, got {step!r}.")
+
+
 def make_pipeline(name: str, *, scorer: Any, seed: int, rfecv: bool = True, rfecv_step: float = 1,
                   rfecv_folds: int = 5, rfecv_estimator: str = "lr", memory: Any = None) -> Pipeline:
     """``Pipeline([('scale', StandardScaler), ('select', RFECV), ('model', model)])``.
 
-    ``rfecv_step`` < 1 removes that fraction of the features per RFE round (sklearn semantics).
+    ``rfecv_step`` < 1 removes that fraction of the features per RFE round (sklearn semantics); >= 1 removes
+    that many (a whole number; configs hold it as a float, so 1.0 becomes sklearn's int 1).
     ``memory`` (a joblib.Memory or path) caches the scale+RFECV fit, which does not depend on the model's
     grid point, so GridSearchCV fits it once per fold instead of once per grid point.
     """
     steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
     if rfecv:
+        rfecv_step = rfecv_step_value(rfecv_step)
         cv = StratifiedKFold(rfecv_folds, shuffle=True, random_state=seed)
         steps.append(("select", RFECV(ranking_estimator(name, rfecv_estimator, seed), step=rfecv_step, cv=cv,
                                       scoring=scorer, min_features_to_select=1)))

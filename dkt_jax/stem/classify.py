@@ -17,6 +17,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from dkt_jax.stem import classifiers, compare, evaluate, features, report
+from dkt_jax.stem.errors import ClassificationError
 
 BASELINE = ("baseline", "prior")
 
@@ -99,7 +100,13 @@ def run_classification(cfg: ml_collections.ConfigDict, labelled: features.Studen
                                                           os.path.join(out_dir, "paired_differences.png"),
                                                           cfg.outer_folds)
     cells_only = frame[(frame["feature_set"] != "baseline") & ~frame["oracle"].astype(bool)]
-    best = cells_only.dropna(subset=["score_mean"]).sort_values("score_mean", ascending=False).iloc[0]
+    scored = cells_only.dropna(subset=["score_mean"])
+    if scored.empty:
+        errors = sorted({r.error for key, rs in folds.items() if key != BASELINE for r in rs if r.error})
+        raise ClassificationError(f"every (feature set, model) cell failed on at least one outer split "
+                                  f"(see {out_dir}/results.csv); first error: "
+                                  f"{errors[0] if errors else 'none recorded'}")
+    best = scored.sort_values("score_mean", ascending=False).iloc[0]
     best_key = (str(best["feature_set"]), str(best["model"]))
     paths.update(_submission(cells[best_key], labelled, submission, states, best_key, cfg, out_dir))
     np.savez_compressed(os.path.join(out_dir, "oof_proba.npz"), student_ids=labelled.student_ids, labels=y,

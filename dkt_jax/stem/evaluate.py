@@ -144,7 +144,7 @@ def nested_cv_tasks(cells: dict[str, tuple[Any, dict | None, np.ndarray]], y: np
         for name, result in stored.values():
             yield name, result
         for i, name, result in run(jobs):
-            if results_dir is not None:
+            if results_dir is not None and result.error is None:  # a failed task is refitted on a re-run
                 tmp = paths[i] + ".tmp"
                 joblib.dump((name, result), tmp)
                 os.replace(tmp, paths[i])  # atomic: a killed run never leaves half a result
@@ -174,9 +174,24 @@ def _task(name, pipe, grid, X, y, tr, te, inner_folds, seed, scorer, k, index):
             result = FoldResult(fold=k, test_index=np.asarray(te), proba=np.full(len(te), nan),
                                 metrics={m: nan for m in ("auc", "rmse", "score", "ap")}, best_params={},
                                 num_features=None, inner_best_score=None,
-                                error=f"{type(e).__name__}: {str(e)[:300]}")
+                                error=error_summary(e))
     result.num_warnings = len(caught)
     return index, name, result
+
+
+def error_summary(error: BaseException, limit: int = 400) -> str:
+    """``'Type: first line ... last line'`` of an exception, at most ~``limit`` characters.
+
+    GridSearchCV's "All the N fits failed" names the cause only in its last line (the grid points' own
+    error), so the summary keeps both ends of the message.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    if len(text) > limit:
+        text = text[:limit // 2] + " ... " + text[-limit // 2:]
+    return f"{type(error).__name__}: {text}"
 
 
 def prior_baseline() -> DummyClassifier:

@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 from absl import flags
 
 from datasets.registry import DatasetError
+from dkt_jax.stem.errors import ClassificationError
 from launch.runtime.guard import NonFiniteError
 from launch.runtime.workdir import WorkdirError
 
@@ -29,7 +30,7 @@ class ConfigError(ValueError):
     """A bad config value, found before any data work; the message names the field."""
 
 
-USER_ERRORS = (ConfigError, DatasetError, WorkdirError, NonFiniteError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetError, WorkdirError, NonFiniteError, FileNotFoundError, ClassificationError)
 
 
 def exit_on_user_error(prog: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
