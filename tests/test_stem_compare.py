@@ -2,6 +2,7 @@
 for every feature set and model, oracle features never reaching the other feature sets, the fitted BKT."""
 from __future__ import annotations
 
+import functools
 import math
 
 import ml_collections
@@ -114,6 +115,21 @@ def test_same_splits_for_every_cell_and_oracles_stay_apart(tmp_path):
     # Same inputs, same seed: the same numbers.
     pd.testing.assert_frame_equal(out["selected"][out2["selected"].columns].iloc[:len(out2["selected"])],
                                   out2["selected"])
+
+
+def test_every_cell_failing_is_one_clear_error(tmp_path, monkeypatch):
+    from dkt_jax.stem.errors import ClassificationError
+    from launch.runtime import cli
+
+    table, states, _ = _toy()
+    # A grid sklearn refuses for every model (as `rfecv_step=1.0` did): every cell fails on every split.
+    monkeypatch.setattr(classifiers, "pipeline_grid", lambda name, preset: {"model__no_such_param": [1]})
+    run = functools.partial(classify.run_classification, _cfg(feature_sets=("SP",), models=("lr",)), table, table,
+                            states, str(tmp_path))
+    with pytest.raises(ClassificationError, match="no_such_param"):
+        run()
+    with pytest.raises(SystemExit, match=r"^launch.stem: error: every \(feature set, model\) cell failed"):
+        cli.exit_on_user_error("launch.stem", run)
 
 
 def _simulate_bkt(params: bkt.BKTParams, num_students: int, rng: np.random.Generator):
