@@ -185,19 +185,12 @@ def test_presets_and_config_validation():
     pipe = classifiers.make_pipeline("lr", scorer=evaluate.make_stem_scorer(), seed=0, rfecv=True,
                                      rfecv_step=paper.sklearn.rfecv_step, rfecv_folds=3).fit(X, y)
     assert pipe.named_steps["select"].step == 1 and isinstance(pipe.named_steps["select"].step, int)
-    bad = stem_synthetic.get_config("paper")
-    bad.sklearn.rfecv_step = 1.5
-    with pytest.raises(ConfigError, match="rfecv_step"):
-        train_stem.validate_config(bad)
-    bad = stem_synthetic.get_config()
-    bad.sklearn.models = ("lr", "xgboost")
-    with pytest.raises(ConfigError, match="unknown model"):
-        train_stem.validate_config(bad)
-    bad = stem_synthetic.get_config()
-    bad.export.state_feature = "median"
-    with pytest.raises(ConfigError, match="state_feature"):
-        train_stem.validate_config(bad)
-    bad = stem_synthetic.get_config()
-    bad.sklearn.feature_sets = ("SP", "DKT++")
-    with pytest.raises(ConfigError, match="unknown feature set"):
-        train_stem.validate_config(bad)
+    bad_values = [("paper", "sklearn", "rfecv_step", 1.5, "rfecv_step"),
+                  (None, "sklearn", "models", ("lr", "xgboost"), "unknown model"),
+                  (None, "export", "state_feature", "median", "state_feature"),
+                  (None, "sklearn", "feature_sets", ("SP", "DKT++"), "unknown feature set")]
+    for preset, group, field, value, message in bad_values:
+        bad = stem_synthetic.get_config(preset)
+        bad[group][field] = value
+        with pytest.raises(ConfigError, match=message):
+            train_stem.validate_config(bad)
